@@ -1,0 +1,5 @@
+"""Depth rendering of point clouds and the viewpoint selector (SPEC sections 2 and 3)."""
+from render.renderer import Renderer
+from render.selector import Selector
+
+__all__ = ["Renderer", "Selector"]
