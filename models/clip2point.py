@@ -1,0 +1,69 @@
+"""CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (SPEC section 5)."""
+import copy
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from lightly.loss import NTXentLoss
+
+from models.common import clip_visual, frozen_copy
+from render import Renderer, Selector
+
+TEMPERATURE = 0.07
+
+
+class CLIP2Point(nn.Module):
+    """Depth encoder `point_model` trained towards the frozen CLIP image tower `image_model`.
+
+    args: `views` (6 or 10), `dim` (0, or 512 for the learnable selector), `model` ("PointNet" or
+    "DGCNN"), `clip` (name or path, read when `clip_model` is None), optional `backend`.
+    """
+
+    def __init__(self, args, clip_model=None):
+        super().__init__()
+        self.views = args.views
+        self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
+        self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
+        visual = clip_visual(args, clip_model)
+        self.point_model = copy.deepcopy(visual)
+        self.image_model = frozen_copy(visual)
+        # learned balance between the two losses (uncertainty weighting), a 0-dim parameter as in
+        # the published checkpoints (`module.weights` has shape [])
+        self.weights = nn.Parameter(torch.ones([]))
+        self.criterion = NTXentLoss(temperature=TEMPERATURE)
+
+    def train(self, mode: bool = True) -> "CLIP2Point":
+        super().train(mode)
+        self.image_model.eval()  # frozen teacher
+        return self
+
+    def contrastive(self, f1: torch.Tensor, f2: torch.Tensor, f_depth: torch.Tensor,
+                    f_img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(image_loss, depth_loss): NT-Xent of (f_depth, f_img) and of (f1, f2), all (B, C)."""
+        return self.criterion(f_depth, f_img), self.criterion(f1, f2)
+
+    def forward(self, points: torch.Tensor, images: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
+                d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """points (B, N, 3), RGB images (B, 3, S, S) CLIP-normalised, the view angles of the images
+        a, e, d (B,) or (B, 1) -> (loss, image_loss, depth_loss)."""
+        B = points.shape[0]
+        a, e, d = (t.reshape(B, 1).to(points.device, torch.float32) for t in (a, e, d))
+        depths = self.renderer(points, a, e, d, 1, aug=True, rot=False)  # (B, 2, 3, S, S)
+        # copy 1 of every object, then copy 2, encoded as one batch of 2B
+        depths = depths.transpose(0, 1).reshape(2 * B, *depths.shape[2:])
+        feats = self.point_model(depths)
+        f1, f2 = feats[:B], feats[B:]
+        with torch.no_grad():
+            f_img = self.image_model(images.reshape(B, *images.shape[-3:]))
+        f_depth = (f1 + f2) / 2
+        image_loss, depth_loss = self.contrastive(f1, f2, f_depth, f_img)
+        loss = image_loss + depth_loss / self.weights ** 2 + torch.log(self.weights + 1)
+        return loss, image_loss, depth_loss
+
+    def infer(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
+        """points (B, N, 3) -> L2-normalised depth features (B*V, C) of the selector's views."""
+        azim, elev, dist = self.selector(points)
+        imgs = self.renderer(points, azim, elev, dist, self.views, rot=rot)
+        feats = self.point_model(imgs.reshape(-1, *imgs.shape[2:]))
+        return F.normalize(feats, dim=-1)

@@ -1,0 +1,153 @@
+"""CLIP loading, a tiny random CLIP for tests, prompt features and zero-shot logits (SPEC section 4)."""
+import os
+import pickle
+import socket
+import urllib.error
+import zipfile
+from typing import Optional, Sequence, Union
+
+import clip
+import torch
+import torch.nn.functional as F
+from clip.model import CLIP, build_model, convert_weights
+
+DEFAULT_CLIP = "ViT-B/32"
+PROMPT_PREFIX = "image of a "
+# Per-socket-operation timeout while clip downloads weights, so an offline machine fails fast
+# instead of hanging (a slow but alive download is not affected).
+DOWNLOAD_TIMEOUT_S = 20.0
+
+
+class ClipLoadError(RuntimeError):
+    """CLIP weights could not be read (unknown name, corrupt file, wrong content)."""
+
+
+class ClipWeightsMissing(ClipLoadError):
+    """CLIP weights are not on disk and cannot be downloaded."""
+
+
+def _default_root() -> str:
+    return os.path.expanduser("~/.cache/clip")
+
+
+def _looks_like_path(name: str) -> bool:
+    return (os.sep in name or name.startswith(".") or name.startswith("~")
+            or name.endswith((".pt", ".pth", ".bin", ".ckpt")))
+
+
+def _read_clip_file(path: str) -> dict:
+    """State dict of a local CLIP checkpoint: a TorchScript archive (as OpenAI ships) or a plain
+    state dict saved with torch.save.
+
+    clip.load's own fallback from TorchScript to torch.load does not rewind the file and fails on
+    recent PyTorch (openai/CLIP issue 396), so the same two steps are done here by path.
+    """
+    try:
+        return torch.jit.load(path, map_location="cpu").state_dict()
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
+        raise ClipLoadError(
+            f"cannot read CLIP checkpoint {path}: neither a TorchScript archive nor a torch.save "
+            f"state dict ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or ("visual.proj" not in state
+                                       and "visual.attnpool.c_proj.weight" not in state):
+        raise ClipLoadError(
+            f"{path} is not a CLIP checkpoint: expected a state dict with 'visual.*', "
+            f"'transformer.*' and 'token_embedding.*' keys as written by clip"
+        )
+    return state
+
+
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cpu",
+              download_root: Optional[str] = None) -> CLIP:
+    """A float32 CLIP model in eval mode on `device`.
+
+    `name_or_path` is a model name of `clip.available_models()` (read from the cache, downloaded
+    once) or a local checkpoint file (TorchScript archive or state dict).
+    """
+    name = str(name_or_path)
+    root = download_root or _default_root()
+    if name in clip.available_models():
+        url = clip.clip._MODELS[name]
+        target = os.path.join(root, os.path.basename(url))
+        previous = socket.getdefaulttimeout()
+        if previous is None:
+            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:
+            model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ClipWeightsMissing(
+                f"CLIP {name} weights are not at {target} and cannot be downloaded ({reason}); "
+                f"put the file there (from {url}) or pass a local checkpoint with --clip PATH"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+    elif os.path.isfile(os.path.expanduser(name)):
+        path = os.path.expanduser(name)
+        try:
+            model = build_model(_read_clip_file(path))
+        except (KeyError, RuntimeError) as err:
+            if isinstance(err, ClipLoadError):
+                raise
+            raise ClipLoadError(f"{path} is not a complete CLIP checkpoint: "
+                                f"{str(err).splitlines()[0]}") from None
+    elif _looks_like_path(name):
+        raise ClipWeightsMissing(
+            f"CLIP checkpoint {name} does not exist; pass an existing file with --clip PATH "
+            f"or a model name such as {DEFAULT_CLIP}"
+        )
+    else:
+        raise ClipLoadError(
+            f"unknown CLIP model {name!r}: expected one of {clip.available_models()} "
+            f"or a local checkpoint file (--clip PATH)"
+        )
+    return model.float().to(device).eval()
+
+
+def write_tiny_clip(path: str, seed: int = 0) -> str:
+    """Write a randomly initialised small ViT CLIP as a state-dict checkpoint readable by load_clip.
+
+    Same family as ViT-B/32 (512-d embeddings, 224 px input, patch 32, the real 49408-token
+    vocabulary and context 77) but 2 layers of width 64, so it builds and runs in a blink.
+    `build_model` re-infers every size from the keys (heads = width // 64 = 1).
+    """
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = CLIP(embed_dim=512, image_resolution=224, vision_layers=2, vision_width=64,
+                     vision_patch_size=32, context_length=77, vocab_size=49408,
+                     transformer_width=64, transformer_heads=1, transformer_layers=2)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    convert_weights(model)  # half precision where OpenAI's checkpoints have it
+    from utils.checkpoint import save_checkpoint
+    save_checkpoint(model.state_dict(), path)
+    return path
+
+
+@torch.no_grad()
+def encode_prompts(clip_model: CLIP, class_names: Sequence[str],
+                   device: Union[str, torch.device] = "cpu") -> torch.Tensor:
+    """L2-normalised text features (K, D) of the prompts "image of a <name>"."""
+    if len(class_names) == 0:
+        raise ValueError("encode_prompts needs at least one class name")
+    tokens = clip.tokenize([PROMPT_PREFIX + name for name in class_names]).to(device)
+    features = clip_model.encode_text(tokens).float()
+    return F.normalize(features, dim=-1)
+
+
+def zeroshot_logits(view_features: torch.Tensor, prompt_features: torch.Tensor,
+                    views: int) -> torch.Tensor:
+    """Zero-shot logits (B, K): cosine similarities of normalised view features (B*V, D) with the
+    prompt features (K, D), summed over the V views of each object."""
+    if view_features.shape[0] % views != 0:
+        raise ValueError(f"{view_features.shape[0]} view features are not a multiple of {views} views")
+    sims = view_features @ prompt_features.t().to(view_features.dtype)
+    return sims.view(-1, views, prompt_features.shape[0]).sum(dim=1)
