@@ -27,6 +27,24 @@ def _guess_kind(keys) -> str:
     return "an unknown kind of checkpoint"
 
 
+def _sample(keys, n: int = MAX_LISTED_KEYS):
+    """Up to n keys, taking one per top-level submodule in turn so that the listing is telling."""
+    groups: Dict[str, list] = {}
+    for key in keys:
+        top = key[len("module."):] if key.startswith("module.") else key
+        groups.setdefault(top.split(".")[0], []).append(key)
+    picked, rank = [], 0
+    while len(picked) < min(n, len(keys)):
+        picked += [g[rank] for g in groups.values() if rank < len(g)][: n - len(picked)]
+        rank += 1
+    return picked
+
+
+def _listing(what: str, keys) -> str:
+    more = f" (+{len(keys) - MAX_LISTED_KEYS} more)" if len(keys) > MAX_LISTED_KEYS else ""
+    return f"{len(keys)} {what} keys: {', '.join(_sample(keys))}{more}"
+
+
 def read_checkpoint(path: str, kind: str) -> Dict[str, torch.Tensor]:
     """The state dict stored in `path` (tensors on CPU); `kind` names what was expected in errors."""
     if not os.path.isfile(path):
@@ -69,12 +87,9 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     if missing or unexpected:
         parts = [f"{path} does not match: expected a {kind}, this looks like {_guess_kind(state_dict)}"]
         if missing:
-            more = f" (+{len(missing) - MAX_LISTED_KEYS} more)" if len(missing) > MAX_LISTED_KEYS else ""
-            parts.append(f"{len(missing)} missing keys: {', '.join(missing[:MAX_LISTED_KEYS])}{more}")
+            parts.append(_listing("missing", missing))
         if unexpected:
-            more = f" (+{len(unexpected) - MAX_LISTED_KEYS} more)" if len(unexpected) > MAX_LISTED_KEYS else ""
-            parts.append(f"{len(unexpected)} unexpected keys: "
-                         f"{', '.join(unexpected[:MAX_LISTED_KEYS])}{more}")
+            parts.append(_listing("unexpected", unexpected))
         raise CheckpointError("; ".join(parts))
     wrong = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
              if tuple(state_dict[k].shape) != tuple(v.shape)]

@@ -3,6 +3,7 @@ import os
 import pickle
 import socket
 import urllib.error
+import warnings
 import zipfile
 from typing import Optional, Sequence, Union
 
@@ -10,6 +11,8 @@ import clip
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP, build_model, convert_weights
+
+from utils.checkpoint import save_checkpoint
 
 DEFAULT_CLIP = "ViT-B/32"
 PROMPT_PREFIX = "image of a "
@@ -31,8 +34,11 @@ def _default_root() -> str:
 
 
 def _looks_like_path(name: str) -> bool:
-    return (os.sep in name or name.startswith(".") or name.startswith("~")
-            or name.endswith((".pt", ".pth", ".bin", ".ckpt")))
+    """Model names contain "/" too (ViT-B/32): a path starts like one, has a checkpoint suffix or
+    lives in an existing folder."""
+    folder = os.path.dirname(name)
+    return (name.startswith((os.sep, ".", "~")) or name.endswith((".pt", ".pth", ".bin", ".ckpt"))
+            or (folder != "" and os.path.isdir(folder)))
 
 
 def _read_clip_file(path: str) -> dict:
@@ -43,7 +49,9 @@ def _read_clip_file(path: str) -> dict:
     recent PyTorch (openai/CLIP issue 396), so the same two steps are done here by path.
     """
     try:
-        return torch.jit.load(path, map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # OpenAI ships TorchScript; its deprecation is not ours to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(path, map_location="cpu").state_dict()
     except (RuntimeError, ValueError):
         pass
     try:
@@ -80,7 +88,9 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
         if previous is None:
             socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
         try:
-            model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise ClipWeightsMissing(
@@ -118,16 +128,12 @@ def write_tiny_clip(path: str, seed: int = 0) -> str:
     vocabulary and context 77) but 2 layers of width 64, so it builds and runs in a blink.
     `build_model` re-infers every size from the keys (heads = width // 64 = 1).
     """
-    gen_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.random.default_generator.manual_seed(seed)
         model = CLIP(embed_dim=512, image_resolution=224, vision_layers=2, vision_width=64,
                      vision_patch_size=32, context_length=77, vocab_size=49408,
                      transformer_width=64, transformer_heads=1, transformer_layers=2)
-    finally:
-        torch.random.set_rng_state(gen_state)
     convert_weights(model)  # half precision where OpenAI's checkpoints have it
-    from utils.checkpoint import save_checkpoint
     save_checkpoint(model.state_dict(), path)
     return path
 

@@ -1,0 +1,16 @@
+"""Shared pytest fixtures."""
+import pytest
+
+from utils.clip_loader import load_clip, write_tiny_clip
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_path(tmp_path_factory) -> str:
+    """A tiny random CLIP (seed 0) written once per session as a state-dict checkpoint."""
+    return write_tiny_clip(str(tmp_path_factory.mktemp("clip") / "tiny_clip.pt"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_clip_path):
+    """The tiny CLIP loaded through load_clip (float32, CPU, eval). Do not modify it in tests."""
+    return load_clip(tiny_clip_path)

@@ -1,0 +1,151 @@
+"""CLIP loading, the tiny CLIP, prompt features and zero-shot logits."""
+import os
+import urllib.error
+import urllib.request
+import warnings
+
+import clip
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils import (ClipLoadError, ClipWeightsMissing, encode_prompts, load_clip, write_tiny_clip,
+                   zeroshot_logits)
+
+
+def test_tiny_clip_is_a_plain_state_dict_and_deterministic(tmp_path, tiny_clip_path):
+    again = write_tiny_clip(str(tmp_path / "again.pt"), seed=0)
+    other = write_tiny_clip(str(tmp_path / "other.pt"), seed=1)
+    a = torch.load(tiny_clip_path, weights_only=True)
+    b = torch.load(again, weights_only=True)
+    c = torch.load(other, weights_only=True)
+    assert a.keys() == b.keys() and "visual.proj" in a and "token_embedding.weight" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["visual.conv1.weight"], c["visual.conv1.weight"])
+    assert a["token_embedding.weight"].shape == (49408, 64)
+    assert a["visual.proj"].shape == (64, 512) and a["text_projection"].shape == (64, 512)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "temporary files left behind"
+
+
+def test_write_tiny_clip_keeps_global_rng(tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    write_tiny_clip(str(tmp_path / "t.pt"))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_load_clip_reads_state_dict_file(tiny_clip, tiny_clip_path):
+    state = torch.load(tiny_clip_path, weights_only=True)
+    assert isinstance(tiny_clip, clip.model.CLIP) and not tiny_clip.training
+    assert all(p.dtype == torch.float32 for p in tiny_clip.parameters())
+    assert tiny_clip.visual.input_resolution == 224 and tiny_clip.visual.output_dim == 512
+    assert len(tiny_clip.visual.transformer.resblocks) == 2
+    loaded = tiny_clip.state_dict()
+    assert loaded.keys() == state.keys()
+    assert all(torch.equal(loaded[k], state[k].float()) for k in state)
+    out = tiny_clip.visual(torch.zeros(1, 3, 224, 224))
+    assert out.shape == (1, 512) and torch.isfinite(out).all()
+
+
+def _traced(model, path):
+    """The model as a TorchScript archive, the format OpenAI ships."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter
+        traced = torch.jit.trace(model, (torch.zeros(1, 3, 224, 224), clip.tokenize(["a"])), check_trace=False)
+    traced.save(str(path))
+    return str(path)
+
+
+def test_load_clip_reads_torchscript_archive(tmp_path, tiny_clip):
+    model = load_clip(_traced(tiny_clip, tmp_path / "tiny_jit.pt"))
+    ref = tiny_clip.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+
+
+def test_model_name_goes_through_clip_load(tmp_path, tiny_clip, monkeypatch):
+    calls = []
+    archive = _traced(tiny_clip, tmp_path / "ViT-B-32.pt")
+    real_load = clip.load
+
+    def spy(name, device, jit, download_root):
+        calls.append((name, device, jit, download_root))
+        return real_load(name, device=device, jit=jit, download_root=download_root)
+
+    monkeypatch.setattr(clip.clip, "_download", lambda url, root: archive)
+    monkeypatch.setattr(clip, "load", spy)
+    model = load_clip("ViT-B/32", device="cpu", download_root=str(tmp_path))
+    assert calls == [("ViT-B/32", "cpu", False, str(tmp_path))]
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(ClipWeightsMissing) as err:
+        load_clip("ViT-B/32", download_root=str(tmp_path))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(tmp_path / "ViT-B-32.pt") in msg and "--clip PATH" in msg
+    assert not (tmp_path / "ViT-B-32.pt").exists()
+
+
+def test_default_cache_location_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen",
+                        lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    with pytest.raises(ClipWeightsMissing, match=r"\.cache/clip/ViT-B-32\.pt"):
+        load_clip("ViT-B/32")
+
+
+def test_missing_corrupt_and_wrong_files(tmp_path):
+    missing = str(tmp_path / "nowhere" / "clip.pt")
+    with pytest.raises(ClipWeightsMissing, match="does not exist") as err:
+        load_clip(missing)
+    assert missing in str(err.value)
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00not a checkpoint" * 100)
+    with pytest.raises(ClipLoadError, match="cannot read CLIP checkpoint") as err:
+        load_clip(str(corrupt))
+    assert str(corrupt) in str(err.value)
+
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"point_model.proj": torch.zeros(2, 2)}, wrong)
+    with pytest.raises(ClipLoadError, match="not a CLIP checkpoint") as err:
+        load_clip(str(wrong))
+    assert str(wrong) in str(err.value)
+
+    with pytest.raises(ClipLoadError, match="unknown CLIP model 'ViT-X/99'"):
+        load_clip("ViT-X/99")
+
+
+def test_encode_prompts_matches_manual_encoding(tiny_clip):
+    names = ["chair", "airplane", "night stand"]
+    feats = encode_prompts(tiny_clip, names, "cpu")
+    assert feats.shape == (3, 512) and not feats.requires_grad
+    assert torch.allclose(feats.norm(dim=-1), torch.ones(3), atol=1e-6)
+    with torch.no_grad():
+        manual = tiny_clip.encode_text(clip.tokenize(["image of a night stand"]))[0]
+    assert torch.allclose(feats[2], manual / manual.norm(), atol=1e-6)
+    with pytest.raises(ValueError):
+        encode_prompts(tiny_clip, [], "cpu")
+
+
+def test_zeroshot_logits_sum_over_views():
+    gen = torch.Generator().manual_seed(0)
+    B, V, K, C = 2, 3, 4, 5
+    views = F.normalize(torch.randn(B * V, C, generator=gen), dim=-1)
+    prompts = F.normalize(torch.randn(K, C, generator=gen), dim=-1)
+    logits = zeroshot_logits(views, prompts, V)
+    expected = torch.zeros(B, K)
+    for b in range(B):
+        for k in range(K):
+            for v in range(V):
+                expected[b, k] += sum(views[b * V + v, c] * prompts[k, c] for c in range(C))
+    assert logits.shape == (B, K)
+    assert torch.allclose(logits, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of 4 views"):
+        zeroshot_logits(views, prompts, 4)
