@@ -26,7 +26,7 @@ class CLIP2Point(nn.Module):
         self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
         self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
         visual = clip_visual(args, clip_model)
-        self.point_model = copy.deepcopy(visual)
+        self.point_model = copy.deepcopy(visual).requires_grad_(True)
         self.image_model = frozen_copy(visual)
         # learned balance between the two losses (uncertainty weighting), a 0-dim parameter as in
         # the published checkpoints (`module.weights` has shape [])

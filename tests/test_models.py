@@ -138,6 +138,9 @@ def test_dpa_learnable_selector_is_trainable(tiny_clip):
     net = DPA(args, eval=True, clip_model=tiny_clip)
     selector_params = {id(p) for p in net.selector.parameters()}
     assert selector_params and selector_params <= {id(p) for p in net.trainable_parameters()}
+    # its gradient passes through the frozen encoders and the renderer
+    net.train()(cloud()).sum().backward()
+    assert sum(float(p.grad.abs().sum()) for p in net.selector.parameters() if p.grad is not None) > 0
 
 
 def test_dpa_unknown_view_count(tiny_clip):

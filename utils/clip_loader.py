@@ -155,5 +155,5 @@ def zeroshot_logits(view_features: torch.Tensor, prompt_features: torch.Tensor,
     prompt features (K, D), summed over the V views of each object."""
     if view_features.shape[0] % views != 0:
         raise ValueError(f"{view_features.shape[0]} view features are not a multiple of {views} views")
-    sims = view_features @ prompt_features.t().to(view_features.dtype)
+    sims = view_features @ prompt_features.to(view_features).t()
     return sims.view(-1, views, prompt_features.shape[0]).sum(dim=1)
