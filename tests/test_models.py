@@ -4,7 +4,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from models import CLIP2Point, DPA
