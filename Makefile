@@ -13,7 +13,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	touch $@
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 demo: venv
 	$(PY) demo.py

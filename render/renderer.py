@@ -1,0 +1,182 @@
+"""Sparse depth maps of point clouds, as CLIP2Point renders them (SPEC section 2).
+
+Two backends give the same images:
+- ``"pytorch3d"``: PyTorch3D's orthographic cameras and ``PointsRasterizer`` (the reference).
+- ``"native"``: a z-buffer written in plain PyTorch (the default). It imports nothing from
+  PyTorch3D, runs wherever torch runs, and is much faster on CPU.
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# (x, y, z) -> (-y, z, -x) for row-vector points: +90 degrees about x, then -90 degrees about y.
+ROTATION = ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
+
+BACKENDS = ("native", "pytorch3d")
+
+
+def look_at_view_transform(dist: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """World-to-view rotation and translation of cameras looking at the origin, up +y.
+
+    The same arithmetic as PyTorch3D's ``look_at_view_transform`` (degrees), including its
+    fallback when the viewing direction is parallel to the up vector.
+    dist, elev, azim: (M,) -> R (M, 3, 3), T (M, 3); view = world @ R + T.
+    """
+    elev = math.pi / 180.0 * elev
+    azim = math.pi / 180.0 * azim
+    cam = torch.stack([dist * torch.cos(elev) * torch.sin(azim),
+                       dist * torch.sin(elev),
+                       dist * torch.cos(elev) * torch.cos(azim)], dim=1)
+    up = torch.tensor([[0.0, 1.0, 0.0]], dtype=cam.dtype, device=cam.device).expand_as(cam)
+    z_axis = F.normalize(-cam, eps=1e-5)
+    x_axis = F.normalize(torch.cross(up, z_axis, dim=1), eps=1e-5)
+    y_axis = F.normalize(torch.cross(z_axis, x_axis, dim=1), eps=1e-5)
+    degenerate = torch.isclose(x_axis, torch.tensor(0.0, device=cam.device), atol=5e-3).all(1, keepdim=True)
+    if degenerate.any():
+        x_axis = torch.where(degenerate, F.normalize(torch.cross(y_axis, z_axis, dim=1), eps=1e-5), x_axis)
+    R = torch.stack([x_axis, y_axis, z_axis], dim=1).transpose(1, 2)
+    T = -torch.bmm(R.transpose(1, 2), cam[:, :, None])[:, :, 0]
+    return R, T
+
+
+def rasterize_native(points_view: torch.Tensor, image_size: int, radius: float) -> torch.Tensor:
+    """Depth of the nearest covering point per pixel; -1 where no point covers it.
+
+    points_view: (M, N, 3) view-space points (x, y are NDC since the camera is orthographic with
+    unit scale) -> zbuf (M, S, S). A pixel is covered when the squared NDC distance between its
+    centre and the point is below radius**2; points with z < 0 are ignored (PyTorch3D's rules and
+    float32 arithmetic). Differentiable with respect to z.
+    """
+    M, N, _ = points_view.shape
+    S = image_size
+    device = points_view.device
+    x, y, z = points_view.unbind(-1)  # (M, N)
+    # Each point is tested against the (2k+1)^2 pixels around the pixel nearest to it. Points up to
+    # k pixels outside the image still reach into it, so the buffer is padded by 2k pixels on each
+    # side and cropped at the end; points farther out are dropped.
+    k = int(math.floor(radius * S / 2 + 0.5)) + 1
+    pad = 2 * k
+    W = S + 2 * pad
+    with torch.no_grad():
+        # NDC of padded row/column p (= pixel p - pad), as PyTorch3D computes it for pixels in the image
+        flipped = torch.arange(S - 1 + pad, -pad - 1, -1, device=device, dtype=torch.float32)
+        centres = -1.0 + (2.0 * flipped + 1.0) / S  # (W,)
+        col0 = torch.round(((1.0 - x) * S - 1.0) / 2.0).long() + pad  # padded column of the point
+        row0 = torch.round(((1.0 - y) * S - 1.0) / 2.0).long() + pad
+        valid = (z >= 0) & (col0 >= k) & (col0 < W - k) & (row0 >= k) & (row0 < W - k)
+        col0 = torch.where(valid, col0, torch.full_like(col0, k))
+        row0 = torch.where(valid, row0, torch.full_like(row0, k))
+        d = torch.arange(-k, k + 1, device=device)
+        dx = centres[col0[..., None] + d] - x.detach()[..., None]  # (M, N, 2k+1)
+        dy = centres[row0[..., None] + d] - y.detach()[..., None]
+        covered = (dy * dy)[..., :, None] + (dx * dx)[..., None, :] < torch.tensor(radius, dtype=torch.float32) ** 2
+        covered &= valid[..., None, None]
+        base = torch.arange(M, device=device)[:, None] * (W * W) + row0 * W + col0  # (M, N)
+        offset = d[:, None] * W + d[None, :]  # (2k+1, 2k+1)
+        dump = M * W * W  # every uncovered candidate lands in one extra slot
+        target = torch.where(covered, base[..., None, None] + offset, dump)
+    z_cand = z[..., None, None].expand(target.shape)
+    zbuf = torch.full((M * W * W + 1,), float("inf"), dtype=z.dtype, device=device)
+    zbuf = zbuf.scatter_reduce(0, target.reshape(-1), z_cand.reshape(-1), "amin", include_self=True)
+    zbuf = zbuf[:-1].view(M, W, W)[:, pad:pad + S, pad:pad + S]
+    return torch.where(torch.isinf(zbuf), -1.0, zbuf)
+
+
+def rasterize_pytorch3d(points: torch.Tensor, dist: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor,
+                        image_size: int, radius: float, points_per_pixel: int) -> torch.Tensor:
+    """PyTorch3D reference: world points (M, N, 3) seen from (dist, elev, azim) (M,) -> zbuf (M, S, S)."""
+    from pytorch3d.renderer import (FoVOrthographicCameras, PointsRasterizationSettings,
+                                    PointsRasterizer, look_at_view_transform)
+    from pytorch3d.structures import Pointclouds
+
+    R, T = look_at_view_transform(dist, elev, azim, device=points.device)
+    cameras = FoVOrthographicCameras(R=R, T=T, znear=0.01, device=points.device)
+    settings = PointsRasterizationSettings(image_size=image_size, radius=radius,
+                                           points_per_pixel=points_per_pixel)
+    fragments = PointsRasterizer(cameras=cameras, raster_settings=settings)(Pointclouds(points=points))
+    return fragments.zbuf[..., 0]
+
+
+def depth_to_image(zbuf: torch.Tensor) -> torch.Tensor:
+    """Per-image depth normalisation of SPEC section 2 step 6. zbuf (M, S, S) -> (M, S, S).
+
+    Near points come out dark, far points lighter, background 1. The statistics carry no gradient.
+    """
+    mask = zbuf > 0
+    with torch.no_grad():
+        far = zbuf.flatten(1).max(dim=1).values[:, None, None]
+        near = torch.where(mask, zbuf, torch.ones_like(zbuf)).flatten(1).min(dim=1).values[:, None, None]
+    return torch.where(mask, (zbuf - near) / far * 200 / 255, torch.ones_like(zbuf))
+
+
+def to_display(images: torch.Tensor) -> torch.Tensor:
+    """Undo the CLIP normalisation: (..., 3, S, S) -> values in [0, 1] for pictures."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+class Renderer(nn.Module):
+    """Renders point clouds into CLIP-normalised depth maps from given viewpoints.
+
+    Holds no parameters or buffers, so it adds nothing to a model's state dict.
+    """
+
+    def __init__(self, image_size: int = 224, points_radius: float = 0.02, points_per_pixel: int = 1,
+                 backend: str = "native"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown renderer backend {backend!r}; expected one of {BACKENDS}")
+        if image_size < 1 or points_radius <= 0 or points_per_pixel < 1:
+            raise ValueError(f"bad renderer settings: image_size={image_size}, points_radius={points_radius}, "
+                             f"points_per_pixel={points_per_pixel} (expected positive values)")
+        self.image_size = image_size
+        self.points_radius = points_radius
+        self.points_per_pixel = points_per_pixel
+        self.backend = backend
+
+    def extra_repr(self) -> str:
+        return (f"image_size={self.image_size}, points_radius={self.points_radius}, "
+                f"points_per_pixel={self.points_per_pixel}, backend={self.backend!r}")
+
+    def forward(self, points: torch.Tensor, azim: torch.Tensor, elev: torch.Tensor, dist: torch.Tensor,
+                view: int, aug: bool = False, rot: bool = False) -> torch.Tensor:
+        """points (B, N, 3), angles (B, V) in degrees -> depth maps (B, V, 3, S, S); 2V with aug."""
+        if points.dim() != 3 or points.shape[-1] != 3:
+            raise ValueError(f"points must have shape (B, N, 3), got {tuple(points.shape)}")
+        B, N, _ = points.shape
+        if N == 0:
+            raise ValueError("cannot render an empty point cloud (N = 0 points)")
+        for name, angle in (("azim", azim), ("elev", elev), ("dist", dist)):
+            if tuple(angle.shape) != (B, view):
+                raise ValueError(f"{name} must have shape (B, V) = ({B}, {view}), got {tuple(angle.shape)}")
+        points = points.float()
+        azim, elev, dist = azim.float(), elev.float(), dist.float()
+        if rot:
+            points = points @ torch.tensor(ROTATION, device=points.device)
+        if aug:
+            # two copies of every view, each at a distance jittered by up to +-10% per object
+            u1 = torch.rand(B, 1, device=points.device)
+            u2 = torch.rand(B, 1, device=points.device)
+            dist = torch.cat([dist * (1 + (u1 - 0.5) / 5), dist * (1 + (u2 - 0.5) / 5)], dim=1)
+            azim, elev = azim.repeat(1, 2), elev.repeat(1, 2)
+            view = 2 * view
+        # every object is scaled by 1 / dist of its view, then seen from distance dist
+        world = (points[:, None] / dist[:, :, None, None]).reshape(B * view, N, 3)
+        if self.backend == "pytorch3d":
+            zbuf = rasterize_pytorch3d(world, dist.reshape(-1), elev.reshape(-1), azim.reshape(-1),
+                                       self.image_size, self.points_radius, self.points_per_pixel)
+        else:
+            R, T = look_at_view_transform(dist.reshape(-1), elev.reshape(-1), azim.reshape(-1))
+            zbuf = rasterize_native(torch.bmm(world, R) + T[:, None], self.image_size, self.points_radius)
+        mean = torch.tensor(CLIP_MEAN, device=zbuf.device).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD, device=zbuf.device).view(1, 3, 1, 1)
+        img = (depth_to_image(zbuf)[:, None] - mean) / std  # gray repeated to 3 channels
+        return img.view(B, view, 3, self.image_size, self.image_size)
