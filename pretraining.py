@@ -1,0 +1,124 @@
+"""Image-depth pre-training of the CLIP2Point depth encoder on ShapeNet (SPEC section 5).
+
+    python pretraining.py --exp_name NAME
+
+Depth maps of an object rendered at two jittered distances are pulled together (intra-modality)
+and their mean is pulled towards the frozen CLIP feature of an RGB rendering from the same view
+(cross-modality). After every epoch the encoder is validated zero-shot on the ShapeNet55 test
+split and tested on ModelNet40; the best checkpoints land in <output_dir>/<exp_name>/.
+"""
+import argparse
+import os
+import time
+
+import torch
+import torch_optimizer
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
+from models import CLIP2Point
+from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
+from utils.cli import (ArgumentParser, RunLog, add_common_arguments, get_device, loader_workers, run,
+                       seed_everything)
+from utils.training import check_batches, depth_picture, first_points, resume, save_last, zeroshot_accuracy
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description="CLIP2Point image-depth pre-training on ShapeNet.")
+    parser.add_argument("--exp_name", required=True, help="name of the run folder under --output_dir")
+    parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="views for validation (default 10)")
+    parser.add_argument("--num_points", type=int, default=1024, help="points per object (default 1024)")
+    parser.add_argument("--ckpt", default=None, help="pre-training checkpoint to start the depth encoder from")
+    parser.add_argument("--dim", type=int, default=0, help="learnable view selector feature size, 0 = fixed views "
+                                                          "(default 0; the learnable variant uses 512)")
+    parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
+                        help="shape extractor of the learnable view selector (default PointNet)")
+    parser.add_argument("--batch_size", type=int, default=256, help="objects per training batch (default 256)")
+    parser.add_argument("--test_batch_size", type=int, default=32, help="objects per evaluation batch (default 32)")
+    parser.add_argument("--epoch", type=int, default=100, help="training epochs (default 100)")
+    parser.add_argument("--lr", type=float, default=0.006, help="LAMB learning rate (default 0.006)")
+    parser.add_argument("--weight_decay", type=float, default=1e-4, help="LAMB weight decay (default 1e-4)")
+    parser.add_argument("--output_dir", default="pre_results", help="where run folders go (default pre_results)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
+    add_common_arguments(parser)
+    return parser
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = get_device(args.device)
+    seed_everything(args.seed)
+    run_dir = os.path.join(args.output_dir, args.exp_name)
+    workers = loader_workers(args.num_workers)
+
+    train_set = ShapeNetRender(args.data_root, "train", num_points=args.num_points)
+    val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.seed)
+    test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.seed)
+    check_batches(train_set, args.batch_size, "the ShapeNet55 training split")
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
+                              num_workers=workers, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(val_set, batch_size=args.test_batch_size, num_workers=workers)
+    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=workers)
+
+    clip_model = load_clip(args.clip, device)
+    val_prompts = encode_prompts(clip_model, val_set.prompts, device)
+    test_prompts = encode_prompts(clip_model, test_set.prompts, device)
+    model = CLIP2Point(args, clip_model).to(device)
+    del clip_model
+    if args.ckpt:
+        load_state_dict_strict(model.point_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
+
+    optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=args.lr,
+                                     weight_decay=args.weight_decay)
+    # warm restarts every two epochs, stepped every iteration
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=2 * len(train_loader), T_mult=1, eta_min=1e-5)
+    start_epoch, best = 0, {"val": -1.0, "test": -1.0}
+    if args.resume:
+        start_epoch, best = resume(run_dir, model, optimizer, scheduler)
+    log = RunLog(run_dir, args)
+    writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+    log(f"train {len(train_set)} objects ({len(train_loader)} batches of {args.batch_size}), val {len(val_set)}, "
+        f"test {len(test_set)}; device {device}; epochs {start_epoch + 1}..{args.epoch}")
+
+    for epoch in range(start_epoch, args.epoch):
+        start = time.time()
+        model.train()
+        sums = torch.zeros(3)
+        for images, points, a, e, d in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False):
+            loss, image_loss, depth_loss = model(points.to(device), images.to(device), a, e, d)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            sums += torch.stack([loss.detach(), image_loss.detach(), depth_loss.detach()]).cpu()
+        loss, image_loss, depth_loss = (sums / len(train_loader)).tolist()
+
+        model.eval()
+        val_acc = zeroshot_accuracy(model.infer, val_loader, val_prompts, args.views, device, False, "val")
+        test_acc = zeroshot_accuracy(model.infer, test_loader, test_prompts, args.views, device, True, "test")
+        weight = model.weights.item()
+        log(f"epoch {epoch + 1}: loss {loss:.4f} image_loss {image_loss:.4f} depth_loss {depth_loss:.4f} "
+            f"weights {weight:.4f} val_acc {val_acc:.4f} test_acc {test_acc:.4f} ({time.time() - start:.0f}s)")
+        for tag, value in (("train/loss", loss), ("train/image_loss", image_loss), ("train/depth_loss", depth_loss),
+                           ("train/weights", weight), ("val/acc", val_acc), ("test/acc", test_acc)):
+            writer.add_scalar(tag, value, epoch + 1)
+        writer.add_image("depth_maps", depth_picture(model.selector, model.renderer, first_points(val_set, device),
+                                                     args.views, rot=False), epoch + 1, dataformats="HWC")
+
+        # published layout: the state dict of the model wrapped for data parallelism
+        published = {f"module.{k}": v for k, v in model.state_dict().items()}
+        for split, acc in (("val", val_acc), ("test", test_acc)):
+            if acc > best[split]:
+                best[split] = acc
+                save_checkpoint(published, os.path.join(run_dir, f"best_{split}.pth"))
+                log(f"saved best_{split}.pth ({split} accuracy {acc:.4f})")
+        save_last(run_dir, model, optimizer, scheduler, epoch, best)
+    writer.close()
+    log(f"best val accuracy {best['val']:.4f}, best test accuracy {best['test']:.4f}")
+    return best
+
+
+if __name__ == "__main__":
+    run(main, get_args_parser().parse_args())

@@ -1,0 +1,112 @@
+"""What the three entry scripts share: flags, errors, seeding, devices, run folders and logs."""
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from datasets.common import DataError, DatasetNotFound
+from utils.checkpoint import CheckpointError
+from utils.clip_loader import ClipLoadError
+
+# Errors a user can fix: the scripts print them as one line and exit with code 2.
+USER_ERRORS = (DatasetNotFound, DataError, ClipLoadError, CheckpointError)
+
+
+class UsageError(ValueError):
+    """A flag value that cannot work (for example a batch larger than the dataset)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad flag ends with one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> None:
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(2)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags every script has besides the paper's own."""
+    parser.add_argument("--clip", default="ViT-B/32",
+                        help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
+                             "(default ViT-B/32)")
+    parser.add_argument("--data_root", default="./data", help="folder holding the datasets (default ./data)")
+    parser.add_argument("--num_workers", type=int, default=4, help="data loading processes (default 4)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default cuda when available, else cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
+                        help="depth renderer: native (plain PyTorch, default) or pytorch3d (reference)")
+
+
+def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    """Call main(args); a user-fixable error becomes one stderr line and exit code 2."""
+    try:
+        main(args)
+    except USER_ERRORS + (UsageError,) as err:
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(2)
+
+
+def get_device(name: str) -> torch.device:
+    """The requested device, or a UsageError if it is not available here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every global random generator's state, for checkpoints that resume exactly."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def loader_workers(num_workers: int) -> int:
+    if num_workers < 0:
+        raise UsageError(f"--num_workers must be >= 0, got {num_workers}")
+    return num_workers
+
+
+class RunLog:
+    """run.log of a training run: the arguments first, then one line per event, also printed."""
+
+    def __init__(self, run_dir: str, args: Optional[argparse.Namespace] = None, enabled: bool = True):
+        self.enabled = enabled
+        self.path = os.path.join(run_dir, "run.log")
+        if enabled and args is not None:
+            os.makedirs(run_dir, exist_ok=True)
+            mode = "a" if getattr(args, "resume", False) else "w"
+            with open(self.path, mode) as f:
+                f.write(f"args: {json.dumps(vars(args), sort_keys=True)}\n")
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        print(line, flush=True)
+        with open(self.path, "a") as f:
+            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")

@@ -1,0 +1,74 @@
+"""Classification accuracy: predictions over a loader, the per-class table, the predictions CSV."""
+import csv
+import os
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+
+@torch.no_grad()
+def predict(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
+            desc: str = "eval", progress: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """Run `logits_fn(points (B, N, 3)) -> (B, K)` over (points, label) batches -> labels, predictions."""
+    labels, preds = [], []
+    for points, label in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        logits = logits_fn(points.to(device, non_blocking=True))
+        preds.append(logits.argmax(dim=1).cpu())
+        labels.append(label.cpu())
+    if not labels:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return torch.cat(labels).numpy(), torch.cat(preds).numpy()
+
+
+def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    return float((labels == preds).mean()) if len(labels) else 0.0
+
+
+def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Accuracy of each class; NaN for classes absent from `labels`."""
+    acc = np.full(num_classes, np.nan)
+    for c in range(num_classes):
+        mask = labels == c
+        if mask.any():
+            acc[c] = (preds[mask] == c).mean()
+    return acc
+
+
+def report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> Tuple[List[str], float, float]:
+    """Lines of a per-class accuracy table, the mean class accuracy and the overall accuracy.
+
+    The mean is over the classes present in `labels`.
+    """
+    per_class = per_class_accuracy(labels, preds, len(class_names))
+    width = max(len(n) for n in class_names)
+    lines = [f"{'class':<{width}}  {'objects':>7}  accuracy"]
+    for c, name in enumerate(class_names):
+        count = int((labels == c).sum())
+        value = "-" if np.isnan(per_class[c]) else f"{per_class[c]:.4f}"
+        lines.append(f"{name:<{width}}  {count:>7}  {value}")
+    mean_class = float(np.nanmean(per_class)) if (~np.isnan(per_class)).any() else 0.0
+    return lines, mean_class, accuracy(labels, preds)
+
+
+def print_report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> float:
+    """Print the table, the mean class accuracy and, last, `accuracy: 0.xxxx`; returns the accuracy."""
+    lines, mean_class, overall = report(labels, preds, class_names)
+    print("\n".join(lines))
+    print(f"mean class accuracy: {mean_class:.4f}")
+    print(f"accuracy: {overall:.4f}")
+    return overall
+
+
+def write_predictions(path: str, files: Sequence[str], labels: np.ndarray, preds: np.ndarray) -> None:
+    """CSV with header file,label,pred and one row per object, in dataset order."""
+    if len(files) != len(labels):
+        raise ValueError(f"{len(files)} file names for {len(labels)} predictions")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "label", "pred"])
+        for name, label, pred in zip(files, labels, preds):
+            writer.writerow([name, int(label), int(pred)])
