@@ -74,13 +74,15 @@ def few_shot_indices(labels: Sequence[int], few_num: int, seed: Optional[int], c
     labels = np.asarray(labels)
     rng = item_rng(seed)
     order = rng.permutation(len(labels))
-    chosen = []
+    chosen, short = [], []
     for c, name in enumerate(classes):
         of_class = order[labels[order] == c]
         if len(of_class) < few_num:
-            warnings.warn(f"{dataset}: class '{name}' has only {len(of_class)} objects, fewer than "
-                          f"few_num={few_num}; taking all {len(of_class)}", stacklevel=3)
+            short.append(f"'{name}' ({len(of_class)})")
         chosen.append(of_class[:few_num])
+    if short:  # one warning for all short classes, naming each with what it has
+        warnings.warn(f"{dataset}: {len(short)} classes have fewer than few_num={few_num} objects, "
+                      f"taking all they have: {', '.join(short)}", stacklevel=4)
     return np.concatenate(chosen).astype(np.int64)
 
 

@@ -39,6 +39,20 @@ def _parse_triangle_off(text: str):
     return vertices, faces
 
 
+def _check_line_count(text: str) -> None:
+    """Raise if the file has fewer vertex and face lines than its header declares (trimesh's
+    reader would silently return a truncated mesh)."""
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    counts = lines[1].split() if len(lines) > 1 else []
+    if len(counts) < 2:
+        raise ValueError("missing the '<vertices> <faces> <edges>' count line")
+    nv, nf = int(counts[0]), int(counts[1])
+    if len(lines) - 2 < nv + nf:
+        raise ValueError(f"truncated: the header declares {nv} vertices and {nf} faces but the file "
+                         f"has only {len(lines) - 2} lines after it")
+
+
 def read_off(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     """Vertices (V, 3) float64 and triangle faces (F, 3) int64 of an .off file.
 
@@ -56,6 +70,7 @@ def read_off(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     try:
         parsed = _parse_triangle_off(text)
         if parsed is None:  # comments, colours, polygons: trimesh's general reader
+            _check_line_count(text)
             mesh = load_off(io.StringIO(text))
             parsed = mesh["vertices"], mesh["faces"]
         vertices = np.asarray(parsed[0], dtype=np.float64).reshape(-1, 3)

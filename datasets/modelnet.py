@@ -106,7 +106,7 @@ class ModelNetPly(PointDataset):
     """Fixed test points `<folder>/<label>_<anything>.ply`, read, centred and scaled.
 
     Only the test partition exists. A file with more than `num_points` vertices gives its first
-    `num_points`; fewer is an error. Files are ordered by name.
+    `num_points`; fewer is an error. Items are ordered by label, then file name.
     """
 
     folder = ""
@@ -120,10 +120,11 @@ class ModelNetPly(PointDataset):
         self.root = self.data_root / self.folder
         if not self.root.is_dir():
             raise DatasetNotFound(self.name, self.root, "folder not found")
-        self.paths = sorted(p for p in self.root.iterdir() if p.suffix.lower() == ".ply")
-        if not self.paths:
+        paths = sorted(p for p in self.root.iterdir() if p.suffix.lower() == ".ply")
+        if not paths:
             raise DatasetNotFound(self.name, self.root, "no .ply files")
-        for path in self.paths:
+        labelled = []
+        for path in paths:
             match = _PLY_NAME.match(path.name)
             if match is None:
                 raise DataError(f"{path}: file name must be <label>_<anything>.ply with an integer label")
@@ -131,7 +132,10 @@ class ModelNetPly(PointDataset):
             if not 0 <= label < len(self.classes):
                 raise DataError(f"{path}: label {label} outside 0..{len(self.classes) - 1} "
                                 f"({len(self.classes)} classes)")
-            self.labels.append(label)
+            labelled.append((label, path.name, path))
+        labelled.sort()
+        self.labels = [label for label, _, _ in labelled]
+        self.paths = [path for _, _, path in labelled]
         self.files = [p.name for p in self.paths]
         self._few_shot()
 
