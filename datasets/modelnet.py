@@ -1,7 +1,7 @@
 """ModelNet40 / ModelNet10 loaders: meshes sampled on the fly, or fixed points in .ply files."""
 import re
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class ModelNetMeshes(PointDataset):
 
     _per_item = ("files", "labels", "ids", "paths")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         path = self.paths[index]
         rng = item_rng(self.seed, self.ids[index])
         vertices, faces = read_off(path)
@@ -141,7 +141,7 @@ class ModelNetPly(PointDataset):
 
     _per_item = ("files", "labels", "ids", "paths")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         path = self.paths[index]
         points = read_ply_points(path)
         if len(points) < self.num_points:

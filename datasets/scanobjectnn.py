@@ -1,6 +1,6 @@
 """ScanObjectNN loader: h5 files of real scans, one variant per folder / file name."""
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 import h5py
 import numpy as np
@@ -27,7 +27,7 @@ def h5_path(data_root: PathLike, variant: str, partition: str) -> Path:
     return Path(data_root) / "ScanObjectNN" / folder / pattern.format(split=split)
 
 
-def read_h5(path: PathLike, num_classes: int = len(SCANOBJECTNN_CLASSES)):
+def read_h5(path: PathLike, num_classes: int = len(SCANOBJECTNN_CLASSES)) -> Tuple[np.ndarray, np.ndarray]:
     """Datasets `data` (M, P, 3) float32 and `label` (M,) int64 of a ScanObjectNN file, checked."""
     try:
         with h5py.File(path, "r") as f:
@@ -96,7 +96,7 @@ class ScanObjectNN(PointDataset):
     def _normalized(self, index: int) -> torch.Tensor:
         return torch.from_numpy(normalize(self.data[self.ids[index]], f"{self.path}[{self.ids[index]}]"))
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         if self.points is not None:
             return self.points[index], self.labels[index]
         points = self._normalized(index)

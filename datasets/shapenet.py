@@ -87,7 +87,7 @@ class ShapeNet55(PointDataset):
     def _points(self, index: int, rng: np.random.Generator) -> torch.Tensor:
         return torch.from_numpy(load_cloud(self.pc_dir / self.files[index], self.num_points, rng))
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, int]:
         rng = item_rng(self.seed, self.ids[index])
         return self._points(index, rng), self.labels[index]
 
@@ -137,7 +137,7 @@ class ShapeNetRender(ShapeNet55):
             raise DatasetNotFound("Rendering", self.render_dir / missing[0].replace("-", "_", 1),
                                   f"{len(missing)} {partition} objects have no renderings, first")
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, float, float, float]:
         rng = item_rng(self.seed, self.ids[index])
         k = int(rng.integers(10))
         image = load_image(self.render_dir / self.object_ids[index].replace("-", "_", 1) / f"{k}.png",

@@ -13,7 +13,6 @@ from datasets import (DataError, DatasetNotFound, ModelNet10, ModelNet10Ply, Mod
                       ScanObjectNN, ShapeNet55, ShapeNetRender)
 from datasets.classnames import MODELNET40_CLASSES, SHAPENET55_EXCLUDED
 from datasets.common import normalize
-from datasets.fps import farthest_point_sample
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_ELEV, load_image, read_list
 from datasets.synthetic import (EXCLUDED_EXAMPLE, MODELNET_TEST, MODELNET_TRAIN, SCAN_TEST, SCAN_TRAIN,
                                 SHAPENET_TEST, SHAPENET_TRAIN)
