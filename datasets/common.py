@@ -28,12 +28,15 @@ class DatasetNotFound(FileNotFoundError):
     """A dataset folder, split or listed file is missing. The message is one line."""
 
     def __init__(self, dataset: str, path: PathLike, what: str = "not found"):
-        self.dataset, self.path = dataset, str(path)
+        self.dataset, self.path, self.what = dataset, str(path), what
         super().__init__(f"{dataset}: {what}: {path}; expected <data_root>/{LAYOUTS[dataset]} "
                          f"(see data/README.md)")
 
     def __str__(self) -> str:  # FileNotFoundError would otherwise print "[Errno None] ..."
         return self.args[0]
+
+    def __reduce__(self):  # picklable across DataLoader workers
+        return type(self), (self.dataset, self.path, self.what)
 
 
 class DataError(ValueError):

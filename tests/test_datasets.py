@@ -1,5 +1,6 @@
 """Loaders on the synthetic dataset: shapes, labels, class orders, normalisation, few-shot,
 seeding, the ShapeNet exclusion list and the error paths."""
+import pickle
 import shutil
 import warnings
 
@@ -243,6 +244,7 @@ def test_missing_root_names_path_and_layout(tmp_path):
         message = str(info.value)
         assert "\n" not in message and str(tmp_path / "nowhere") in message and layout in message
         assert isinstance(info.value, FileNotFoundError)
+    assert str(pickle.loads(pickle.dumps(info.value))) == message
 
 
 def test_missing_split_or_files(root, tmp_path):

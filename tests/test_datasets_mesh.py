@@ -152,3 +152,14 @@ def test_fps_argument_errors():
         farthest_point_sample(points, 3, backend="pointnet2")
     with pytest.raises(ValueError, match=r"shape \(B, N, 3\)"):
         farthest_point_sample(torch.zeros(10, 3), 3)
+
+
+def test_fps_falls_back_to_plain_torch_without_pytorch3d(monkeypatch):
+    import sys
+
+    points = torch.randn(2, 300, 3, generator=torch.Generator().manual_seed(1))
+    expected = farthest_point_sample(points, 50, backend="pytorch3d")
+    monkeypatch.setitem(sys.modules, "pytorch3d.ops", None)  # makes the import fail
+    with pytest.raises(ImportError):
+        farthest_point_sample(points, 50, backend="pytorch3d")
+    assert torch.equal(farthest_point_sample(points, 50), expected)
