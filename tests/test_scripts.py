@@ -1,0 +1,195 @@
+"""End-to-end runs of pretraining.py, zeroshot.py and fewshot.py on the synthetic data with the tiny CLIP."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fewshot
+import pretraining
+import zeroshot
+from datasets import ModelNet40Ply, ScanObjectNN
+from models import CLIP2Point, DPA
+from tests.data_fixtures import synthetic_root
+from utils.cli import run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(module, *argv):
+    return module.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return str(synthetic_root())
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data, tiny_clip_path):
+    """A 2-epoch pre-training run: its folder."""
+    out = tmp_path_factory.mktemp("pre")
+    args = parse(pretraining, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path,
+                 "--batch_size", 16, "--epoch", 2, "--output_dir", out)
+    best = pretraining.main(args)
+    return out / "run", best
+
+
+@pytest.fixture(scope="module")
+def fewshot_run(tmp_path_factory, data, tiny_clip_path, pretrained):
+    out = tmp_path_factory.mktemp("exp")
+    args = parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+                 pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2, "--output_dir", out)
+    best = fewshot.main(args)
+    return out / "run", best
+
+
+def epoch_lines(run_dir):
+    with open(run_dir / "run.log") as f:
+        lines = f.read().splitlines()
+    return lines, [line.split(" ", 2)[2] for line in lines if " epoch " in line]
+
+
+def scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return acc.Tags()
+
+
+def test_pretraining_outputs(pretrained, tiny_clip_path):
+    run_dir, best = pretrained
+    lines, epochs = epoch_lines(run_dir)
+    assert lines[0].startswith("args: ") and '"exp_name": "run"' in lines[0]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1", "epoch 2"]
+    for word in ("loss", "image_loss", "depth_loss", "weights", "val_acc", "test_acc"):
+        assert f" {word} " in epochs[0]
+    tags = scalar_tags(run_dir)
+    assert {"train/loss", "train/image_loss", "train/depth_loss", "train/weights", "val/acc",
+            "test/acc"} <= set(tags["scalars"])
+    assert "depth_maps" in tags["images"]
+    # best checkpoints in the published layout load strictly into DataParallel(CLIP2Point)
+    state = torch.load(run_dir / "best_val.pth", map_location="cpu", weights_only=True)
+    assert all(k.startswith("module.") for k in state)
+    assert "module.weights" in state and "module.selector.view_selector.views_azim" in state
+    args = parse(pretraining, "--exp_name", "x", "--clip", tiny_clip_path)
+    torch.nn.DataParallel(CLIP2Point(args)).load_state_dict(state, strict=True)
+    assert os.path.isfile(run_dir / "best_test.pth") and os.path.isfile(run_dir / "last.pth")
+    logged = [float(e.split("val_acc ")[1].split()[0]) for e in epochs]
+    assert best["val"] == pytest.approx(max(logged), abs=1e-4)
+
+
+def test_pretraining_resume_matches_straight_run(tmp_path, data, tiny_clip_path, pretrained):
+    common = ["--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--batch_size", 16,
+              "--output_dir", tmp_path]
+    pretraining.main(parse(pretraining, *common, "--epoch", 1))
+    pretraining.main(parse(pretraining, *common, "--epoch", 2, "--resume"))
+    straight = torch.load(pretrained[0] / "last.pth", map_location="cpu", weights_only=False)
+    resumed = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == straight["epoch"] == 1
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert resumed["best"] == straight["best"]
+    assert resumed["scheduler"]["last_epoch"] == straight["scheduler"]["last_epoch"]
+    strip = lambda e: e.rsplit(" (", 1)[0]  # drop the timing
+    assert [strip(e) for e in epoch_lines(tmp_path / "run")[1]] == [strip(e) for e in epoch_lines(pretrained[0])[1]]
+
+
+def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, capsys):
+    out = tmp_path / "preds.csv"
+    acc = zeroshot.main(parse(zeroshot, "--ckpt", pretrained[0] / "best_val.pth", "--data_root", data, "--clip",
+                              tiny_clip_path, "--save_predictions", out))
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == f"accuracy: {acc:.4f}"
+    assert printed[-2].startswith("mean class accuracy: ")
+    with open(out) as f:
+        rows = list(csv.reader(f))
+    expected = ModelNet40Ply(data, "test")
+    assert rows[0] == ["file", "label", "pred"]
+    assert [r[0] for r in rows[1:]] == expected.files
+    assert [int(r[1]) for r in rows[1:]] == expected.labels
+    assert sum(r[1] == r[2] for r in rows[1:]) / (len(rows) - 1) == pytest.approx(acc)
+
+
+def test_zeroshot_scanobjectnn_and_modelnet10(data, tiny_clip_path, capsys):
+    acc = zeroshot.main(parse(zeroshot, "--dataset", "ScanObjectNN", "--data_root", data, "--clip", tiny_clip_path,
+                              "--views", 10))
+    out = capsys.readouterr().out
+    assert f"ScanObjectNN: {len(ScanObjectNN(data, 'test'))} test objects" in out
+    assert 0.0 <= acc <= 1.0 and out.strip().endswith(f"accuracy: {acc:.4f}")
+    zeroshot.main(parse(zeroshot, "--dataset", "ModelNet10", "--data_root", data, "--clip", tiny_clip_path))
+    assert "ModelNet10: 20 test objects, 10 classes" in capsys.readouterr().out
+
+
+def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, capsys):
+    run_dir, best = fewshot_run
+    lines, epochs = epoch_lines(run_dir)
+    assert lines[0].startswith("args: ") and len(epochs) == 2
+    assert {"train/loss", "train/acc", "test/acc"} <= set(scalar_tags(run_dir)["scalars"])
+    state = torch.load(run_dir / "best.pth", map_location="cpu", weights_only=True)
+    assert any(k.startswith("adapter1.global_f.0.bn.") for k in state)
+    assert {k.split(".")[0] for k in state} == {"selector", "pre_model", "ori_model", "adapter1", "adapter2"}
+    # evaluating the saved best model gives the best test accuracy logged during training
+    out = tmp_path / "preds.csv"
+    acc = fewshot.main(parse(fewshot, "--eval", "--ckpt", run_dir / "best.pth", "--data_root", data, "--clip",
+                             tiny_clip_path, "--save_predictions", out))
+    assert acc == pytest.approx(best["test"], abs=1e-6)
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy: {acc:.4f}"
+    with open(out) as f:
+        assert next(csv.reader(f)) == ["file", "label", "pred"]
+
+
+def test_fewshot_resume_matches_straight_run(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
+    common = ["--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+              pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--output_dir", tmp_path]
+    fewshot.main(parse(fewshot, *common, "--epoch", 1))
+    fewshot.main(parse(fewshot, *common, "--epoch", 2, "--resume"))
+    straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
+    resumed = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    assert resumed["best"] == straight["best"]
+
+
+def exit_of(module, capsys, *argv):
+    with pytest.raises(SystemExit) as exc:
+        run(module.main, parse(module, *argv))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, data, tiny_clip_path, pretrained, fewshot_run, capsys):
+    err = exit_of(zeroshot, capsys, "--data_root", tmp_path / "nowhere", "--clip", tiny_clip_path)
+    assert "ModelNet40_Ply" in err and "nowhere" in err
+    err = exit_of(zeroshot, capsys, "--data_root", data, "--clip", tmp_path / "missing_clip.pt")
+    assert "missing_clip.pt" in err and "--clip" in err
+    err = exit_of(zeroshot, capsys, "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+                  fewshot_run[0] / "best.pth")
+    assert "pre-training" in err and "best.pth" in err
+    err = exit_of(fewshot, capsys, "--eval", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+                  pretrained[0] / "best_val.pth")
+    assert "few-shot" in err
+    err = exit_of(pretraining, capsys, "--exp_name", "big", "--data_root", data, "--clip", tiny_clip_path,
+                  "--batch_size", 100000, "--output_dir", tmp_path)
+    assert "--batch_size 100000" in err
+    err = exit_of(pretraining, capsys, "--exp_name", "again", "--data_root", data, "--clip", tiny_clip_path,
+                  "--batch_size", 16, "--output_dir", tmp_path, "--resume")
+    assert "last.pth" in err
+    exit_of(fewshot, capsys, "--exp_name", "nockpt", "--data_root", data, "--clip", tiny_clip_path)
+
+
+def test_bad_flag_from_the_command_line():
+    result = subprocess.run([sys.executable, "zeroshot.py", "--views", "8"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "--views" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_documents_every_flag():
+    for module in (pretraining, zeroshot, fewshot):
+        for action in module.get_args_parser()._actions:
+            assert action.help, f"{module.__name__}: {action.option_strings} has no help text"
