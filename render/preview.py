@@ -3,7 +3,7 @@
     python -m render.preview INPUT --views 10 --out grid.png
 
 INPUT is .npy (N x 3+), .xyz (text, x y z per line), .ply (vertices) or .off (mesh, sampled
-uniformly by area). The cloud is centred and scaled to the unit sphere, as the datasets do.
+uniformly by area with the datasets' sampler). The cloud is centred and scaled to the unit sphere, as the datasets do.
 """
 import argparse
 import math
@@ -40,13 +40,12 @@ def load_points(path: Path, num_points: int = 2048, seed: int = 0) -> np.ndarray
         points = np.load(path)
     elif suffix == ".xyz":
         points = np.loadtxt(path, ndmin=2)
-    elif suffix in (".ply", ".off"):
-        import trimesh
-        geometry = trimesh.load(path, process=False)
-        if isinstance(geometry, trimesh.Trimesh) and len(geometry.faces):
-            points, _ = trimesh.sample.sample_surface(geometry, num_points, seed=seed)
-        else:
-            points = geometry.vertices
+    elif suffix == ".ply":
+        from datasets.modelnet import read_ply_points
+        points = read_ply_points(path)
+    elif suffix == ".off":
+        from datasets.mesh import read_off, sample_surface
+        points, _ = sample_surface(*read_off(path), num_points, np.random.default_rng(seed), path)
     else:
         raise ValueError(f"{path}: unsupported file type {suffix!r}; expected .npy, .xyz, .ply or .off")
     points = np.asarray(points, dtype=np.float32)

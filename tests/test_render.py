@@ -278,3 +278,28 @@ def test_preview_writes_a_grid(tmp_path):
     assert img.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)  # 2 rows x 3 columns, 2 px gaps
     tile = img[2:66, 2:66, 0]
     assert tile.max() == 255 and tile.min() < 100  # white background, dark points
+
+
+def test_preview_reads_meshes_and_rejects_unknown_files(tmp_path):
+    from render.preview import load_points
+    off = tmp_path / "box.off"
+    # unit cube, 8 vertices, 12 triangles, written with ModelNet's glued header
+    v = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
+    f = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
+         (2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 5, 7), (1, 7, 3)]
+    off.write_text("OFF8 12 0\n" + "".join(f"{a} {b} {c}\n" for a, b, c in v)
+                   + "".join(f"3 {a} {b} {c}\n" for a, b, c in f))
+    points = load_points(off, num_points=500)
+    assert points.shape == (500, 3)
+    assert np.abs(np.linalg.norm(points, axis=1).max() - 1) < 1e-6
+    # every sample lies on the cube's surface: some coordinate sits at that axis' extreme
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    assert ((np.abs(points - lo) < 1e-5) | (np.abs(points - hi) < 1e-5)).any(axis=1).all()
+    xyz = tmp_path / "cloud.xyz"
+    xyz.write_text("0 0 0\n1 0 0\n0 2 0\n")
+    assert load_points(xyz).shape == (3, 3)
+    with pytest.raises(ValueError, match="unsupported file type '.obj'"):
+        (tmp_path / "mesh.obj").write_text("v 0 0 0\n")
+        load_points(tmp_path / "mesh.obj")
+    with pytest.raises(FileNotFoundError, match="missing.ply"):
+        load_points(tmp_path / "missing.ply")
