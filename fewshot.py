@@ -2,6 +2,7 @@
 
     python fewshot.py --exp_name NAME --ckpt best_eval.pth     # train on 16 shots of ModelNet40
     python fewshot.py --eval --ckpt best_test.pth              # evaluate a few-shot checkpoint
+    torchrun --nproc_per_node 4 fewshot.py --exp_name NAME --ckpt best_eval.pth   # DDP, global batch
 
 Two frozen encoders, the pre-trained depth encoder and CLIP's original image tower, each feed
 a small adapter; their mean is compared with the prompt features. Only the adapters (and a
@@ -13,17 +14,18 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ModelNet40Ply
 from models import DPA
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
-from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, get_device, loader_workers, run,
-                       seed_everything)
-from utils.evaluation import accuracy, predict, print_report, write_predictions
-from utils.training import depth_picture, first_points, resume, save_last
+from utils import distributed
+from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, amp_dtype, get_device,
+                       loader_workers, run, seed_everything)
+from utils.evaluation import accuracy, print_report, write_predictions
+from utils.training import (autocast_forward, depth_picture, first_points, grad_scaler, optimizer_step, predict_all,
+                            resume, save_last)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -57,16 +59,23 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     """Accuracy of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
     if not args.ckpt:
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
+    main_process = distributed.is_main()
+    amp = amp_dtype(args.amp, device, announce=main_process)
     test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
-    loader = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=loader_workers(args.num_workers))
+    loader = distributed.eval_loader(test_set, args.test_batch_size, loader_workers(args.num_workers))
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
     model = DPA(args, eval=True, clip_model=clip_model)
     del clip_model
     load_state_dict_strict(model, read_checkpoint(args.ckpt, FEWSHOT_KIND), FEWSHOT_KIND, args.ckpt)
     model.to(device).eval()
-    print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
-    labels, preds = predict(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
+    for encoder in (model.pre_model, model.ori_model):
+        autocast_forward(encoder, device.type, amp)
+    if main_process:
+        print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
+    labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
+    if not main_process:
+        return accuracy(labels, preds)
     if args.save_predictions:
         write_predictions(args.save_predictions, test_set.files, labels, preds)
         print(f"wrote {args.save_predictions}")
@@ -74,7 +83,7 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
 
 
 def main(args: argparse.Namespace):
-    device = get_device(args.device)
+    device = distributed.init_distributed(get_device(args.device))
     seed_everything(args.seed)
     if args.eval:
         return evaluate(args, device)
@@ -84,59 +93,83 @@ def main(args: argparse.Namespace):
         raise UsageError("training needs --ckpt, a pre-training checkpoint (best_eval.pth) for the depth encoder")
     if args.shots < 1:
         raise UsageError(f"--shots must be >= 1, got {args.shots}")
+    main_process = distributed.is_main()
+    amp = amp_dtype(args.amp, device, announce=main_process)
     run_dir = os.path.join(args.output_dir, args.exp_name)
     workers = loader_workers(args.num_workers)
 
-    # the shots come from the seeded global generator, so a resumed run draws the same ones
+    # the shots come from the seeded global generator, so a resumed run draws the same ones (and
+    # every process of a torchrun draws the same ones)
     train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points)
     test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, num_workers=workers,
-                              pin_memory=device.type == "cuda")
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=workers)
+    if args.batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
+    # --batch_size is the global batch; under torchrun every process loads its share
+    train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=False,
+                                                     num_workers=workers, device=device, seed=args.seed)
+    test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA(args, clip_model=clip_model).to(device)
+    model = DPA(args, clip_model=clip_model)
     del clip_model
+    if distributed.world_size() > 1:
+        # batch statistics over the global batch, so results do not depend on the number of processes
+        model = distributed.convert_sync_batchnorm(model, device)
+    model.to(device)
+    for encoder in (model.pre_model, model.ori_model):
+        autocast_forward(encoder, device.type, amp)
+    train_model = distributed.wrap_ddp(model, device)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scaler = grad_scaler(amp, device)
+    if distributed.world_size() > 1:
+        # same model everywhere (DDP copied rank 0's), different data randomness on every rank
+        seed_everything(args.seed + distributed.rank())
     start_epoch, best = 0, {"test": -1.0}
     if args.resume:
-        start_epoch, best = resume(run_dir, model, optimizer, None)
-    log = RunLog(run_dir, args)
-    writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+        start_epoch, best = resume(run_dir, model, optimizer, None, scaler)
+    log = RunLog(run_dir, args, enabled=main_process)
+    writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
+    processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}"
+                 if distributed.world_size() > 1 else "")
     log(f"train {len(train_set)} objects ({args.shots} shots x {len(train_set.classes)} classes), test "
-        f"{len(test_set)}; device {device}; epochs {start_epoch + 1}..{args.epoch}")
+        f"{len(test_set)}; device {device}{processes}; epochs {start_epoch + 1}..{args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()
-        model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for points, labels in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_model.train()
+        sums = torch.zeros(3, dtype=torch.float64)  # loss x objects, correct, objects
+        for points, labels in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
+                                   disable=not main_process):
             points, labels = points.to(device), labels.to(device)
-            logits = model(points) @ prompts.t()
+            logits = train_model(points) @ prompts.t()
             loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
+            optimizer_step(loss, optimizer, scaler)
+            sums += torch.tensor([loss.item() * len(labels), int((logits.argmax(1) == labels).sum()), len(labels)],
+                                 dtype=torch.float64)
+        loss_sum, correct, seen = distributed.all_reduce_sum(sums).tolist()
         train_loss, train_acc = loss_sum / seen, correct / seen
 
         model.eval()
-        test_acc = accuracy(*predict(lambda p: model(p) @ prompts.t(), test_loader, device, desc="test"))
+        test_acc = accuracy(*predict_all(lambda p: model(p) @ prompts.t(), test_loader, device, desc="test"))
         log(f"epoch {epoch + 1}: loss {train_loss:.4f} train_acc {train_acc:.4f} test_acc {test_acc:.4f} "
             f"({time.time() - start:.0f}s)")
-        for tag, value in (("train/loss", train_loss), ("train/acc", train_acc), ("test/acc", test_acc)):
-            writer.add_scalar(tag, value, epoch + 1)
-        writer.add_image("depth_maps", depth_picture(model.selector, model.renderer, first_points(test_set, device),
-                                                     args.views, rot=True), epoch + 1, dataformats="HWC")
+        if main_process:
+            for tag, value in (("train/loss", train_loss), ("train/acc", train_acc), ("test/acc", test_acc)):
+                writer.add_scalar(tag, value, epoch + 1)
+            writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
+                                                         first_points(test_set, device), args.views, rot=True),
+                             epoch + 1, dataformats="HWC")
         if test_acc > best["test"]:
             best["test"] = test_acc
-            save_checkpoint(model.state_dict(), os.path.join(run_dir, "best.pth"))
+            if main_process:
+                save_checkpoint(model.state_dict(), os.path.join(run_dir, "best.pth"))
             log(f"saved best.pth (test accuracy {test_acc:.4f})")
-        save_last(run_dir, model, optimizer, None, epoch, best)
-    writer.close()
+        save_last(run_dir, model, optimizer, None, epoch, best, scaler)
+    if main_process:
+        writer.close()
     log(f"best test accuracy {best['test']:.4f}")
     return best
 

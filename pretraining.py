@@ -1,6 +1,7 @@
 """Image-depth pre-training of the CLIP2Point depth encoder on ShapeNet (SPEC section 5).
 
     python pretraining.py --exp_name NAME
+    torchrun --nproc_per_node 4 pretraining.py --exp_name NAME     # DDP, global batch --batch_size
 
 Depth maps of an object rendered at two jittered distances are pulled together (intra-modality)
 and their mean is pulled towards the frozen CLIP feature of an RGB rendering from the same view
@@ -13,16 +14,17 @@ import time
 
 import torch
 import torch_optimizer
-from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from models import CLIP2Point
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
-from utils.cli import (ArgumentParser, RunLog, add_common_arguments, get_device, loader_workers, run,
+from utils import distributed
+from utils.cli import (ArgumentParser, RunLog, add_common_arguments, amp_dtype, get_device, loader_workers, run,
                        seed_everything)
-from utils.training import check_batches, depth_picture, first_points, resume, save_last, zeroshot_accuracy
+from utils.training import (autocast_forward, check_batches, depth_picture, first_points, grad_scaler,
+                            optimizer_step, resume, save_last, zeroshot_accuracy)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,12 +44,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="LAMB weight decay (default 1e-4)")
     parser.add_argument("--output_dir", default="pre_results", help="where run folders go (default pre_results)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
+    parser.add_argument("--ntxent_scope", default="global", choices=["global", "local"],
+                        help="under torchrun: global = NT-Xent negatives from the whole global batch, as one "
+                             "process with --batch_size (default); local = each process's own slice, as the "
+                             "paper's DataParallel (results then depend on the number of GPUs)")
     add_common_arguments(parser)
     return parser
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = get_device(args.device)
+    device = distributed.init_distributed(get_device(args.device))
+    main_process = distributed.is_main()
+    amp = amp_dtype(args.amp, device, announce=main_process)
     seed_everything(args.seed)
     run_dir = os.path.join(args.output_dir, args.exp_name)
     workers = loader_workers(args.num_workers)
@@ -56,10 +64,11 @@ def main(args: argparse.Namespace) -> dict:
     val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.seed)
     test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.seed)
     check_batches(train_set, args.batch_size, "the ShapeNet55 training split")
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                              num_workers=workers, pin_memory=device.type == "cuda")
-    val_loader = DataLoader(val_set, batch_size=args.test_batch_size, num_workers=workers)
-    test_loader = DataLoader(test_set, batch_size=args.test_batch_size, num_workers=workers)
+    # --batch_size is the global batch; under torchrun every process loads its share
+    train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=True,
+                                                     num_workers=workers, device=device, seed=args.seed)
+    val_loader = distributed.eval_loader(val_set, args.test_batch_size, workers)
+    test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
     clip_model = load_clip(args.clip, device)
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
@@ -68,32 +77,45 @@ def main(args: argparse.Namespace) -> dict:
     del clip_model
     if args.ckpt:
         load_state_dict_strict(model.point_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
+    for encoder in (model.point_model, model.image_model):
+        autocast_forward(encoder, device.type, amp)
+    # the learnable selector only picks validation views: no gradient in the training step
+    train_model = distributed.wrap_ddp(model, device, find_unused_parameters=args.dim > 0)
 
     optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=args.lr,
                                      weight_decay=args.weight_decay)
     # warm restarts every two epochs, stepped every iteration
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=2 * len(train_loader), T_mult=1, eta_min=1e-5)
+    scaler = grad_scaler(amp, device)
+    if distributed.world_size() > 1:
+        # same model everywhere (DDP copied rank 0's), different data randomness on every rank
+        seed_everything(args.seed + distributed.rank())
     start_epoch, best = 0, {"val": -1.0, "test": -1.0}
     if args.resume:
-        start_epoch, best = resume(run_dir, model, optimizer, scheduler)
-    log = RunLog(run_dir, args)
-    writer = SummaryWriter(os.path.join(run_dir, "tensorboard"))
+        start_epoch, best = resume(run_dir, model, optimizer, scheduler, scaler)
+    log = RunLog(run_dir, args, enabled=main_process)
+    writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
+    processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}, "
+                 f"NT-Xent over the {'global' if args.ntxent_scope == 'global' else 'per-process'} batch"
+                 if distributed.world_size() > 1 else "")
     log(f"train {len(train_set)} objects ({len(train_loader)} batches of {args.batch_size}), val {len(val_set)}, "
-        f"test {len(test_set)}; device {device}; epochs {start_epoch + 1}..{args.epoch}")
+        f"test {len(test_set)}; device {device}{processes}; epochs {start_epoch + 1}..{args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()
-        model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        train_model.train()
         sums = torch.zeros(3)
-        for images, points, a, e, d in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False):
-            loss, image_loss, depth_loss = model(points.to(device), images.to(device), a, e, d)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        for images, points, a, e, d in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
+                                            disable=not main_process):
+            loss, image_loss, depth_loss = train_model(points.to(device), images.to(device), a, e, d)
+            optimizer_step(loss, optimizer, scaler)
             scheduler.step()
             sums += torch.stack([loss.detach(), image_loss.detach(), depth_loss.detach()]).cpu()
-        loss, image_loss, depth_loss = (sums / len(train_loader)).tolist()
+        # the mean over processes: with the global scope they all hold the same losses
+        loss, image_loss, depth_loss = distributed.all_reduce_mean(sums / len(train_loader)).tolist()
 
         model.eval()
         val_acc = zeroshot_accuracy(model.infer, val_loader, val_prompts, args.views, device, False, "val")
@@ -101,21 +123,27 @@ def main(args: argparse.Namespace) -> dict:
         weight = model.weights.item()
         log(f"epoch {epoch + 1}: loss {loss:.4f} image_loss {image_loss:.4f} depth_loss {depth_loss:.4f} "
             f"weights {weight:.4f} val_acc {val_acc:.4f} test_acc {test_acc:.4f} ({time.time() - start:.0f}s)")
-        for tag, value in (("train/loss", loss), ("train/image_loss", image_loss), ("train/depth_loss", depth_loss),
-                           ("train/weights", weight), ("val/acc", val_acc), ("test/acc", test_acc)):
-            writer.add_scalar(tag, value, epoch + 1)
-        writer.add_image("depth_maps", depth_picture(model.selector, model.renderer, first_points(val_set, device),
-                                                     args.views, rot=False), epoch + 1, dataformats="HWC")
+        if main_process:
+            for tag, value in (("train/loss", loss), ("train/image_loss", image_loss),
+                               ("train/depth_loss", depth_loss), ("train/weights", weight), ("val/acc", val_acc),
+                               ("test/acc", test_acc)):
+                writer.add_scalar(tag, value, epoch + 1)
+            writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
+                                                         first_points(val_set, device), args.views, rot=False),
+                             epoch + 1, dataformats="HWC")
 
-        # published layout: the state dict of the model wrapped for data parallelism
+        # published layout: the state dict of the model wrapped for data parallelism (the plain
+        # model's keys behind `module.`, whatever the number of processes)
         published = {f"module.{k}": v for k, v in model.state_dict().items()}
         for split, acc in (("val", val_acc), ("test", test_acc)):
             if acc > best[split]:
                 best[split] = acc
-                save_checkpoint(published, os.path.join(run_dir, f"best_{split}.pth"))
+                if main_process:
+                    save_checkpoint(published, os.path.join(run_dir, f"best_{split}.pth"))
                 log(f"saved best_{split}.pth ({split} accuracy {acc:.4f})")
-        save_last(run_dir, model, optimizer, scheduler, epoch, best)
-    writer.close()
+        save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler)
+    if main_process:
+        writer.close()
     log(f"best val accuracy {best['val']:.4f}, best test accuracy {best['test']:.4f}")
     return best
 

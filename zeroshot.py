@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
 from render import Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
-from utils.cli import ArgumentParser, add_common_arguments, get_device, loader_workers, run, seed_everything
+from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run, seed_everything
 from utils.evaluation import predict, print_report, write_predictions
+from utils.training import autocast_forward
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,7 @@ def build_test_set(args: argparse.Namespace):
 
 def main(args: argparse.Namespace) -> float:
     device = get_device(args.device)
+    amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
     dataset, rot = build_test_set(args)
     loader = DataLoader(dataset, batch_size=args.test_batch_size, shuffle=False,
@@ -64,6 +66,7 @@ def main(args: argparse.Namespace) -> float:
     encoder = clip_model.visual.eval()
     if args.ckpt:
         load_state_dict_strict(encoder, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
+    autocast_forward(encoder, device.type, amp)  # the renderer stays in float32
     prompts = encode_prompts(clip_model, dataset.prompts, device)
     selector = Selector(args.views).to(device)
     renderer = Renderer(backend=args.backend)

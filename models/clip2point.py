@@ -9,15 +9,18 @@ from lightly.loss import NTXentLoss
 
 from models.common import clip_visual, frozen_copy
 from render import Renderer, Selector
+from utils import distributed
 
 TEMPERATURE = 0.07
+NTXENT_SCOPES = ("global", "local")
 
 
 class CLIP2Point(nn.Module):
     """Depth encoder `point_model` trained towards the frozen CLIP image tower `image_model`.
 
     args: `views` (6 or 10), `dim` (0, or 512 for the learnable selector), `model` ("PointNet" or
-    "DGCNN"), `clip` (name or path, read when `clip_model` is None), optional `backend`.
+    "DGCNN"), `clip` (name or path, read when `clip_model` is None), optional `backend` and
+    `ntxent_scope` ("global", the default, or "local"; matters only under torchrun).
     """
 
     def __init__(self, args, clip_model=None):
@@ -32,6 +35,9 @@ class CLIP2Point(nn.Module):
         # the published checkpoints (`module.weights` has shape [])
         self.weights = nn.Parameter(torch.ones([]))
         self.criterion = NTXentLoss(temperature=TEMPERATURE)
+        self.ntxent_scope = getattr(args, "ntxent_scope", "global")
+        if self.ntxent_scope not in NTXENT_SCOPES:
+            raise ValueError(f"ntxent_scope must be one of {NTXENT_SCOPES}, got {self.ntxent_scope!r}")
 
     def train(self, mode: bool = True) -> "CLIP2Point":
         super().train(mode)
@@ -40,7 +46,20 @@ class CLIP2Point(nn.Module):
 
     def contrastive(self, f1: torch.Tensor, f2: torch.Tensor, f_depth: torch.Tensor,
                     f_img: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(image_loss, depth_loss): NT-Xent of (f_depth, f_img) and of (f1, f2), all (B, C)."""
+        """(image_loss, depth_loss): NT-Xent of (f_depth, f_img) and of (f1, f2), all (B, C).
+
+        Under torchrun with the global scope the features of all processes are gathered first, so
+        the negatives are the whole global batch and every process computes the same two losses,
+        the ones of a single process with the global batch. Gradients: the gather's backward sums
+        the W identical per-process gradients of each slice (W x the single-process gradient) and
+        DDP's averaging divides by W again. With the local scope each process uses its own slice,
+        as the paper's DataParallel did.
+        """
+        if self.ntxent_scope == "global" and distributed.world_size() > 1:
+            # one collective for the four (B, C) tensors; f_img has no gradient, which is fine
+            C = f1.shape[1]
+            gathered = distributed.gather_with_grad(torch.cat([f1, f2, f_depth, f_img], dim=1))
+            f1, f2, f_depth, f_img = gathered.split(C, dim=1)
         return self.criterion(f_depth, f_img), self.criterion(f1, f2)
 
     def forward(self, points: torch.Tensor, images: torch.Tensor, a: torch.Tensor, e: torch.Tensor,

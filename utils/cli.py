@@ -14,6 +14,8 @@ from datasets.common import DataError, DatasetNotFound
 from utils.checkpoint import CheckpointError
 from utils.clip_loader import ClipLoadError
 
+AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
 # Errors a user can fix: the scripts print them as one line and exit with code 2.
 USER_ERRORS = (DatasetNotFound, DataError, ClipLoadError, CheckpointError)
 
@@ -42,15 +44,24 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
                         help="depth renderer: native (plain PyTorch, default) or pytorch3d (reference)")
+    parser.add_argument("--amp", default="off", choices=list(AMP_DTYPES),
+                        help="mixed precision of the image encoders on CUDA: off (float32, the paper's, "
+                             "default), fp16 (with gradient scaling when training) or bf16; ignored on CPU")
 
 
 def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
-    """Call main(args); a user-fixable error becomes one stderr line and exit code 2."""
+    """Call main(args); a user-fixable error becomes one stderr line and exit code 2. Under torchrun
+    the process group is left at the end and errors of ranks other than 0 name their rank."""
+    from utils import distributed
+
     try:
         main(args)
     except USER_ERRORS + (UsageError,) as err:
-        sys.stderr.write(f"error: {err}\n")
+        where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") != "0" else ""
+        sys.stderr.write(f"error{where}: {err}\n")
         sys.exit(2)
+    finally:
+        distributed.cleanup()
 
 
 def get_device(name: str) -> torch.device:
@@ -62,6 +73,23 @@ def get_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def amp_dtype(amp: str, device: torch.device, announce: bool = True) -> Optional[torch.dtype]:
+    """The autocast dtype of --amp on `device`: None for off, and on CPU, where --amp is ignored
+    with a one-line note (printed when `announce`)."""
+    if amp not in AMP_DTYPES:
+        raise UsageError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    if amp == "off":
+        return None
+    if device.type != "cuda":
+        if announce:
+            print(f"note: --amp {amp} applies on CUDA only; running in float32 on {device.type}", flush=True)
+        return None
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"--amp bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                         f"use --amp fp16 or off")
+    return AMP_DTYPES[amp]
 
 
 def seed_everything(seed: int) -> None:
