@@ -1,0 +1,134 @@
+"""--amp: flag parsing, the CPU note, autocast of the encoders only, unchanged results on CPU."""
+import csv
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import fewshot
+import pretraining
+import zeroshot
+from models import DPA
+from tests.data_fixtures import synthetic_root
+from utils import save_checkpoint
+from utils.cli import UsageError, amp_dtype
+from utils.training import autocast_forward, grad_scaler, optimizer_step
+
+PARSERS = {"pretraining": (pretraining, ["--exp_name", "x"]), "fewshot": (fewshot, []), "zeroshot": (zeroshot, [])}
+
+
+@pytest.mark.parametrize("script", sorted(PARSERS))
+def test_amp_flag_parses(script, capsys):
+    module, required = PARSERS[script]
+    parser = module.get_args_parser()
+    assert parser.parse_args(required).amp == "off"
+    for value in ("off", "fp16", "bf16"):
+        assert parser.parse_args(required + ["--amp", value]).amp == value
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(required + ["--amp", "fp8"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--amp" in err and "fp8" in err
+
+
+def test_ntxent_scope_flag():
+    parser = pretraining.get_args_parser()
+    assert parser.parse_args(["--exp_name", "x"]).ntxent_scope == "global"
+    assert parser.parse_args(["--exp_name", "x", "--ntxent_scope", "local"]).ntxent_scope == "local"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--exp_name", "x", "--ntxent_scope", "batch"])
+
+
+def test_amp_dtype_on_cpu_is_ignored_with_a_note(capsys):
+    assert amp_dtype("off", torch.device("cpu")) is None
+    assert capsys.readouterr().out == ""
+    assert amp_dtype("fp16", torch.device("cpu")) is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["note: --amp fp16 applies on CUDA only; running in float32 on cpu"]
+    assert amp_dtype("bf16", torch.device("cpu"), announce=False) is None
+    assert capsys.readouterr().out == ""
+    # on CUDA the flag selects the autocast dtype (fp16 needs no device query)
+    assert amp_dtype("fp16", torch.device("cuda")) is torch.float16
+    with pytest.raises(UsageError, match="--amp must be one of off, fp16, bf16"):
+        amp_dtype("half", torch.device("cpu"))
+
+
+def test_autocast_forward_wraps_only_the_module(tiny_clip):
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    encoder = DPA(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
+                  clip_model=tiny_clip).ori_model
+    keys = list(encoder.state_dict())
+    reference = encoder(images)
+    assert autocast_forward(encoder, "cpu", None) is encoder
+    torch.testing.assert_close(encoder(images), reference, rtol=0, atol=0)
+    # the mechanics, shown with CPU bfloat16 autocast (the scripts use it on CUDA only)
+    autocast_forward(encoder, "cpu", torch.bfloat16)
+    out = encoder(images)
+    assert out.dtype == torch.float32 and list(encoder.state_dict()) == keys
+    assert all(p.dtype == torch.float32 for p in encoder.parameters())
+    assert not torch.equal(out, reference)  # the matmuls did run in bfloat16
+    torch.testing.assert_close(out, reference, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_autocast_forward_on_cuda(tiny_clip):
+    import copy
+
+    encoder = copy.deepcopy(tiny_clip.visual).cuda()
+    images = torch.randn(2, 3, 224, 224, device="cuda")
+    reference = encoder(images)
+    autocast_forward(encoder, "cuda", amp_dtype("fp16", torch.device("cuda")))
+    out = encoder(images)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, rtol=0.05, atol=0.05)
+
+
+def test_grad_scaler_is_plain_stepping_on_cpu():
+    scaler = grad_scaler(torch.float16, torch.device("cpu"))
+    assert not scaler.is_enabled()
+    weights = []
+    for use_helper in (True, False):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+        loss = layer(torch.ones(2, 3)).pow(2).sum()
+        if use_helper:
+            optimizer_step(loss, opt, scaler)
+        else:
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        weights.append(layer.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=0, atol=0)
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.reader(f))
+
+
+def test_zeroshot_and_fewshot_eval_unchanged_on_cpu(tmp_path, tiny_clip_path, tiny_clip, capsys):
+    root = synthetic_root()
+    base = ["--data_root", str(root), "--clip", tiny_clip_path, "--num_workers", "0", "--device", "cpu"]
+    accs, rows = {}, {}
+    for amp in ("off", "fp16"):
+        out = tmp_path / f"zs_{amp}.csv"
+        args = zeroshot.get_args_parser().parse_args(base + ["--dataset", "ModelNet10", "--amp", amp,
+                                                              "--save_predictions", str(out)])
+        accs[amp], rows[amp] = zeroshot.main(args), read_csv(out)
+        printed = capsys.readouterr().out
+        assert ("note: --amp fp16 applies on CUDA only" in printed) == (amp == "fp16")
+    assert accs["off"] == accs["fp16"] and rows["off"] == rows["fp16"] and len(rows["off"]) == 21
+
+    torch.manual_seed(0)
+    model = DPA(SimpleNamespace(views=10, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
+                clip_model=tiny_clip)
+    ckpt = save_checkpoint(model.state_dict(), str(tmp_path / "best_test.pth"))
+    for amp in ("off", "bf16"):
+        out = tmp_path / f"fs_{amp}.csv"
+        args = fewshot.get_args_parser().parse_args(base + ["--eval", "--ckpt", ckpt, "--amp", amp,
+                                                             "--test_batch_size", "40", "--save_predictions",
+                                                             str(out)])
+        accs[amp], rows[amp] = fewshot.main(args), read_csv(out)
+        assert ("note: --amp bf16 applies on CUDA only" in capsys.readouterr().out) == (amp == "bf16")
+    assert accs["off"] == accs["bf16"] and rows["off"] == rows["bf16"] and len(rows["off"]) == 81
