@@ -1,0 +1,112 @@
+"""Zero-shot throughput and where the time goes: loading, rendering, encoding.
+
+    python bench/zeroshot.py [--data_root DIR] [--batch_size 32] [--objects 64] [--devices cpu,cuda]
+
+Runs the zero-shot pipeline of zeroshot.py (ModelNet40_Ply, 6 views, rotated) with a randomly
+initialised CLIP of the real ViT-B/32 shape (weights are not needed for timing) and prints
+objects per second and the share of the time spent loading batches, rendering depth maps and
+encoding them (image tower, normalisation, prompt similarities). Without --data_root the
+synthetic dataset is generated in a temporary folder. One warm-up batch is not timed.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from clip.model import CLIP
+from torch.utils.data import DataLoader, Subset
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from datasets import ModelNet40Ply  # noqa: E402
+from datasets.synthetic import generate  # noqa: E402
+from render import Renderer, Selector  # noqa: E402
+from utils import encode_prompts, zeroshot_logits  # noqa: E402
+from utils.cli import amp_dtype  # noqa: E402
+from utils.training import autocast_forward  # noqa: E402
+
+
+def vit_b32_clip(seed: int = 0) -> CLIP:
+    """A float32 CLIP with ViT-B/32's architecture and random weights."""
+    torch.manual_seed(seed)
+    return CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                transformer_layers=12).float().eval()
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str, float]:
+    """Seconds spent loading, rendering and encoding `args.objects` objects on `device`."""
+    clip_model = vit_b32_clip().to(device)
+    prompts = encode_prompts(clip_model, dataset.dataset.prompts, device)
+    encoder = autocast_forward(clip_model.visual, device.type, amp_dtype(args.amp, device))
+    selector, renderer = Selector(args.views).to(device), Renderer(backend=args.backend)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+    seconds = {"loading": 0.0, "rendering": 0.0, "encoding": 0.0}
+    warm = True
+    while True:  # the first pass over one batch warms up, then the timed pass over all objects
+        batches = iter(loader)
+        while True:
+            start = time.perf_counter()
+            try:
+                points, _ = next(batches)
+            except StopIteration:
+                break
+            points = points.to(device)
+            sync(device)
+            loaded = time.perf_counter()
+            azim, elev, dist = selector(points)
+            maps = renderer(points, azim, elev, dist, args.views, rot=True)
+            sync(device)
+            rendered = time.perf_counter()
+            features = F.normalize(encoder(maps.flatten(0, 1)), dim=-1)
+            zeroshot_logits(features, prompts, args.views).argmax(dim=1).cpu()
+            sync(device)
+            encoded = time.perf_counter()
+            if warm:
+                break
+            seconds["loading"] += loaded - start
+            seconds["rendering"] += rendered - loaded
+            seconds["encoding"] += encoded - rendered
+        if not warm:
+            return seconds
+        warm = False
+
+
+def main(args: argparse.Namespace) -> None:
+    devices = [torch.device(d) for d in args.devices.split(",") if d == "cpu" or torch.cuda.is_available()]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.data_root or generate(os.path.join(tmp, "synthetic"), seed=0)
+        full = ModelNet40Ply(root, "test")
+        dataset = Subset(full, list(range(min(args.objects, len(full)))))
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; ViT-B/32-shaped random CLIP; "
+              f"{len(dataset)} objects of {root}/ModelNet40_Ply, batch {args.batch_size}, {args.views} views, "
+              f"{args.backend} renderer, {args.num_workers} loader workers, amp {args.amp}")
+        print("| device | objects/s | total s | loading | rendering | encoding |")
+        print("|---|---|---|---|---|---|")
+        for device in devices:
+            seconds = measure(args, dataset, device)
+            total = sum(seconds.values())
+            shares = " | ".join(f"{100 * seconds[k] / total:.1f}%" for k in ("loading", "rendering", "encoding"))
+            print(f"| {device.type} | {len(dataset) / total:.1f} | {total:.2f} | {shares} |", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Zero-shot throughput and its time split.")
+    parser.add_argument("--data_root", default=None, help="folder with ModelNet40_Ply (default: synthetic data)")
+    parser.add_argument("--batch_size", type=int, default=32, help="objects per batch (default 32, as zeroshot.py)")
+    parser.add_argument("--objects", type=int, default=64, help="objects timed (default 64)")
+    parser.add_argument("--views", type=int, default=6, choices=[6, 10], help="views per object (default 6)")
+    parser.add_argument("--devices", default="cpu,cuda", help="devices to time, CUDA only when present")
+    parser.add_argument("--num_workers", type=int, default=0, help="loader processes (default 0: loading in line)")
+    parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"], help="renderer")
+    parser.add_argument("--amp", default="off", choices=["off", "fp16", "bf16"], help="autocast on CUDA")
+    main(parser.parse_args())
