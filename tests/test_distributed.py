@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +18,7 @@ import torch_optimizer
 from torch.utils.data import default_collate
 
 from datasets import ShapeNetRender
-from models import CLIP2Point
+from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
 from render import Renderer
 from tests.data_fixtures import synthetic_root
@@ -162,8 +163,14 @@ def _worker(rank: int, port: int, root: str, clip_path: str, out_dir: str) -> No
 def two_process_run(tmp_path_factory, tiny_clip_path):
     root = str(synthetic_root())
     out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(free_port(), root, tiny_clip_path, str(out)), nprocs=WORLD, join=True,
-                       start_method="spawn")
+    context = mp.start_processes(_worker, args=(free_port(), root, tiny_clip_path, str(out)), nprocs=WORLD,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + 300
+    while not context.join(timeout=1):  # raises when a process failed
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.terminate()
+            pytest.fail("the 2-process run did not finish within 300 s")
     return root, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -175,6 +182,12 @@ def union_batch(dataset, ranks, step):
     """The objects that the ranks processed together at `step`, as one batch."""
     indices = [i for r in ranks for i in r["indices"][step]]
     return default_collate([dataset[i] for i in indices])
+
+
+def as_model_inputs(batch):
+    """(images, points, a, e, d) of the dataset -> the model's argument order."""
+    images, points, a, e, d = batch
+    return points, images, a, e, d
 
 
 def assert_close_dicts(a: dict, b: dict, rtol: float, atol: float):
@@ -203,10 +216,10 @@ def test_global_scope_equals_one_process_with_the_global_batch(two_process_run, 
     for step in range(STEPS):
         images, points, a, e, d = union_batch(dataset, [r["global"] for r in ranks], step)
         loss, image_loss, depth_loss = model(points, images, a, e, d)
-        # both ranks computed the loss of the whole global batch
+        expected = torch.stack([loss, image_loss, depth_loss]).detach()
+        # both ranks computed the losses of the whole global batch
         for r in ranks:
-            torch.testing.assert_close(r["global"]["losses"][step], torch.stack([loss, image_loss, depth_loss]).detach(),
-                                       rtol=0, atol=1e-5)
+            torch.testing.assert_close(r["global"]["losses"][step], expected, rtol=0, atol=1e-5)
         optimizer.zero_grad()
         loss.backward()
         if step == 0:
@@ -223,7 +236,7 @@ def test_local_scope_is_the_mean_of_the_half_batch_losses(two_process_run, tiny_
     dataset = ShapeNetRender(root, "train", num_points=NUM_POINTS, seed=0)
     model, optimizer = make_model(tiny_clip_path, "local")
     for step in range(STEPS):
-        halves = [model(*_reorder(union_batch(dataset, [r["local"]], step))) for r in ranks]
+        halves = [model(*as_model_inputs(union_batch(dataset, [r["local"]], step))) for r in ranks]
         mean = [sum(h[k] for h in halves) / WORLD for k in range(3)]
         for r in ranks:
             torch.testing.assert_close(r["local"]["losses"][step], torch.stack(mean).detach(), rtol=0, atol=1e-5)
@@ -234,11 +247,6 @@ def test_local_scope_is_the_mean_of_the_half_batch_losses(two_process_run, tiny_
         if step == 0:
             assert_close_dicts(ranks[0]["local"]["grads"], trained_grads(model), rtol=1e-4, atol=1e-7)
         optimizer.step()
-
-
-def _reorder(batch):
-    images, points, a, e, d = batch
-    return points, images, a, e, d
 
 
 def test_sync_batchnorm_matches_the_global_batch(two_process_run):
@@ -279,8 +287,6 @@ def test_helpers_without_torchrun():
 
 
 def test_sync_batchnorm_conversion_keeps_keys(tiny_clip):
-    from models import DPA
-
     args = SimpleNamespace(views=10, dim=512, model="PointNet", clip=None, ckpt=None)
     model = DPA(args, eval=True, clip_model=tiny_clip)
     before = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -358,8 +364,6 @@ def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
 
     torchrun("fewshot.py", "--exp_name", "fs", "--ckpt", str(run_dir / "best_val.pth"), "--shots", "1",
              "--batch_size", "16", "--output_dir", str(tmp_path / "fs"), *common)
-    from models import DPA
-
     dpa = DPA(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
               clip_model=tiny_clip)
     best = torch.load(tmp_path / "fs" / "fs" / "best.pth", weights_only=True)
