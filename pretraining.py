@@ -96,9 +96,9 @@ def main(args: argparse.Namespace) -> dict:
         start_epoch, best = resume(run_dir, model, optimizer, scheduler, scaler)
     log = RunLog(run_dir, args, enabled=main_process)
     writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
+    scope = {"global": "global", "local": "per-process"}[args.ntxent_scope]
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}, "
-                 f"NT-Xent over the {'global' if args.ntxent_scope == 'global' else 'per-process'} batch"
-                 if distributed.world_size() > 1 else "")
+                 f"NT-Xent over the {scope} batch" if distributed.world_size() > 1 else "")
     log(f"train {len(train_set)} objects ({len(train_loader)} batches of {args.batch_size}), val {len(val_set)}, "
         f"test {len(test_set)}; device {device}{processes}; epochs {start_epoch + 1}..{args.epoch}")
 
