@@ -20,6 +20,8 @@ demo: venv
 
 bench: venv
 	$(PY) bench/render.py
+	$(PY) bench/zeroshot.py
+	$(PY) bench/pretrain_step.py
 
 clean:
 	rm -rf demo_out

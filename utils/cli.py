@@ -38,7 +38,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
                              "(default ViT-B/32)")
     parser.add_argument("--data_root", default="./data", help="folder holding the datasets (default ./data)")
-    parser.add_argument("--num_workers", type=int, default=4, help="data loading processes (default 4)")
+    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="data loading processes (default 4, or fewer on machines with fewer cores)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
