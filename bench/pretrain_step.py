@@ -19,28 +19,15 @@ from types import SimpleNamespace
 
 import torch
 import torch_optimizer
-from clip.model import CLIP
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import sync, vit_b32_clip  # noqa: E402
 from datasets import ShapeNetRender  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from models import CLIP2Point  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
 from utils.training import autocast_forward, grad_scaler, optimizer_step  # noqa: E402
-
-
-def vit_b32_clip(seed: int = 0) -> CLIP:
-    """A float32 CLIP with ViT-B/32's architecture and random weights."""
-    torch.manual_seed(seed)
-    return CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-                transformer_layers=12).float().eval()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(batch, device: torch.device, amp: str, steps: int) -> dict:

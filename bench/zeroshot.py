@@ -17,29 +17,16 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
 from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench.common import sync, vit_b32_clip  # noqa: E402
 from datasets import ModelNet40Ply  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from render import Renderer, Selector  # noqa: E402
 from utils import encode_prompts, zeroshot_logits  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
 from utils.training import autocast_forward  # noqa: E402
-
-
-def vit_b32_clip(seed: int = 0) -> CLIP:
-    """A float32 CLIP with ViT-B/32's architecture and random weights."""
-    torch.manual_seed(seed)
-    return CLIP(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
-                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-                transformer_layers=12).float().eval()
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()

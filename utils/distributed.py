@@ -73,18 +73,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
-    """Mean of a tensor of scalars over the processes (a copy; the input is left alone)."""
-    values = values.detach().clone()
-    if is_distributed():
-        on = values.device
-        # gloo reduces CPU tensors only, nccl CUDA tensors only
-        values = values.to(_collective_device())
-        dist.all_reduce(values)
-        values = (values / world_size()).to(on)
-    return values
-
-
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum of a tensor over the processes (a copy)."""
     values = values.detach().clone()
@@ -94,6 +82,11 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values)
         values = values.to(on)
     return values
+
+
+def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor of scalars over the processes (a copy; the input is left alone)."""
+    return all_reduce_sum(values) / world_size()
 
 
 def all_gather_object(obj: Any) -> List[Any]:
