@@ -28,7 +28,7 @@ NOTE = ("NOTE: the CLIP here is tiny and randomly initialised and the data are p
 
 
 def step(name: str, fn, summary: list, quiet: bool = True):
-    """Run fn() (its printing hidden when quiet), time it and remember a summary row."""
+    """Run fn() (its printing, such as per-class tables, hidden when quiet), time it, keep a summary row."""
     print(f"== {name} ...", flush=True)
     start = time.time()
     buffer = io.StringIO()
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> None:
     pre_args = pretraining.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--batch_size", "16", "--epoch", str(args.pre_epochs),
                   "--output_dir", os.path.join(out, "pre_results")])
-    best = step("pre-training", lambda: pretraining.main(pre_args), summary)
+    best = step("pre-training", lambda: pretraining.main(pre_args), summary, quiet=False)
     summary[-1] = ("pre-training (val ShapeNet55 / test ModelNet40)", f"{best['val']:.4f} / {best['test']:.4f}",
                    summary[-1][2])
     ckpt = os.path.join(out, "pre_results", "demo", "best_val.pth")
@@ -64,7 +64,7 @@ def main(args: argparse.Namespace) -> None:
     fs_args = fewshot.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--ckpt", ckpt, "--shots", "4", "--batch_size", "16", "--epoch",
                   str(args.fewshot_epochs), "--output_dir", os.path.join(out, "exp_results")])
-    best = step("few-shot training", lambda: fewshot.main(fs_args), summary)
+    best = step("few-shot training", lambda: fewshot.main(fs_args), summary, quiet=False)
     summary[-1] = (summary[-1][0], f"{best['test']:.4f}", summary[-1][2])
 
     ev_args = fewshot.get_args_parser().parse_args(
