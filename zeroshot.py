@@ -43,10 +43,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_test_set(args: argparse.Namespace):
+def build_test_set(args: argparse.Namespace, device: torch.device):
     """The test split of --dataset and whether its objects are rotated before rendering."""
     if args.dataset == "ScanObjectNN":
-        return ScanObjectNN(args.data_root, "test", num_points=args.num_points, variant=args.variant), False
+        # on a GPU, farthest point sampling runs once for the whole split there
+        fps_device = str(device) if device.type == "cuda" else None
+        return ScanObjectNN(args.data_root, "test", num_points=args.num_points, variant=args.variant,
+                            fps_device=fps_device), False
     if args.dataset == "ModelNet10":
         return ModelNet10(args.data_root, "test", num_points=args.num_points, seed=args.seed), True
     if args.source == "align":
@@ -58,7 +61,7 @@ def main(args: argparse.Namespace) -> float:
     device = get_device(args.device)
     amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
-    dataset, rot = build_test_set(args)
+    dataset, rot = build_test_set(args, device)
     loader = DataLoader(dataset, batch_size=args.test_batch_size, shuffle=False,
                         num_workers=loader_workers(args.num_workers))
 
