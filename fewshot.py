@@ -140,15 +140,16 @@ def main(args: argparse.Namespace):
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_model.train()
-        sums = torch.zeros(3, dtype=torch.float64)  # loss x objects, correct, objects
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x objects, correct, objects
         for points, labels in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
                                    disable=not main_process):
             points, labels = points.to(device), labels.to(device)
             logits = train_model(points) @ prompts.t()
             loss = F.cross_entropy(logits, labels)
             optimizer_step(loss, optimizer, scaler)
-            sums += torch.tensor([loss.item() * len(labels), int((logits.argmax(1) == labels).sum()), len(labels)],
-                                 dtype=torch.float64)
+            # kept on the device: no synchronisation per step
+            sums += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
+                                 torch.tensor(len(labels), dtype=torch.float64, device=device)])
         loss_sum, correct, seen = distributed.all_reduce_sum(sums).tolist()
         train_loss, train_acc = loss_sum / seen, correct / seen
 

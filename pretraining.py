@@ -107,13 +107,13 @@ def main(args: argparse.Namespace) -> dict:
         if sampler is not None:
             sampler.set_epoch(epoch)
         train_model.train()
-        sums = torch.zeros(3)
+        sums = torch.zeros(3, device=device)  # kept on the device: no synchronisation per step
         for images, points, a, e, d in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
                                             disable=not main_process):
             loss, image_loss, depth_loss = train_model(points.to(device), images.to(device), a, e, d)
             optimizer_step(loss, optimizer, scaler)
             scheduler.step()
-            sums += torch.stack([loss.detach(), image_loss.detach(), depth_loss.detach()]).cpu()
+            sums += torch.stack([loss.detach(), image_loss.detach(), depth_loss.detach()])
         # the mean over processes: with the global scope they all hold the same losses
         loss, image_loss, depth_loss = distributed.all_reduce_mean(sums / len(train_loader)).tolist()
 

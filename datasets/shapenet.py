@@ -8,11 +8,10 @@ from PIL import Image
 
 from datasets.classnames import SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS
 from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
+from render.selector import view_angles
 
-# The 10 views of SPEC section 3; view k is also the RGB image k.png of an object.
-VIEWS_10_ELEV = (0.0, 90.0, 180.0, 270.0, 225.0, 225.0, 315.0, 315.0, 0.0, 0.0)
-VIEWS_10_AZIM = (0.0, 0.0, 0.0, 0.0, -45.0, 45.0, -45.0, 45.0, -90.0, 90.0)
-VIEWS_10_DIST = (1.0,) * 10
+# The 10 views of SPEC section 3 (the renderer's view set); view k is also the RGB image k.png.
+VIEWS_10_AZIM, VIEWS_10_ELEV, VIEWS_10_DIST = view_angles(10)
 
 _SYNSET_LABEL = {s: i for i, s in enumerate(SHAPENET55_SYNSETS)}
 _EXCLUDED = set(SHAPENET55_EXCLUDED)
