@@ -149,3 +149,30 @@ def test_zeroshot_logits_sum_over_views():
     assert torch.allclose(logits, expected, atol=1e-6)
     with pytest.raises(ValueError, match="multiple of 4 views"):
         zeroshot_logits(views, prompts, 4)
+
+
+def test_view_weights_weight_each_views_similarity():
+    torch.manual_seed(0)
+    B, V, K, D = 2, 3, 4, 8
+    views = F.normalize(torch.randn(B * V, D), dim=-1)
+    prompts = F.normalize(torch.randn(K, D), dim=-1)
+    weights = torch.tensor([1.0, 0.0, 0.5])
+    sims = (views @ prompts.t()).view(B, V, K)
+    expected = sims[:, 0] + 0.5 * sims[:, 2]
+    assert torch.allclose(zeroshot_logits(views, prompts, V, weights), expected, atol=1e-6)
+    assert torch.equal(zeroshot_logits(views, prompts, V, torch.ones(V)), zeroshot_logits(views, prompts, V))
+    with pytest.raises(ValueError, match=r"view_weights must have shape \(3,\)"):
+        zeroshot_logits(views, prompts, V, torch.ones(2))
+
+
+def test_prompt_ensemble_of_one_sentence_equals_the_template(tiny_clip):
+    from utils.prompts import encode_prompt_ensembles
+    names = ["chair", "flower pot"]
+    ensembles = {"chair": ["image of a chair"], "flower pot": ["image of a flower pot"]}
+    assert torch.allclose(encode_prompt_ensembles(tiny_clip, names, ensembles), encode_prompts(tiny_clip, names),
+                          atol=1e-6)
+    two = encode_prompt_ensembles(tiny_clip, ["chair"], {"chair": ["a chair", "a seat"]})
+    single = F.normalize(encode_prompts(tiny_clip, ["a chair", "a seat"], template="{}").mean(0), dim=-1)
+    assert torch.allclose(two[0], single, atol=1e-6)
+    with pytest.raises(ValueError, match="no sentences for class 'flower pot'"):
+        encode_prompt_ensembles(tiny_clip, names, {"chair": ["a chair"]})

@@ -1,5 +1,6 @@
 """Shared helpers: CLIP loading and prompts, checkpoints."""
 from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, write_tiny_clip
-from utils.clip_loader import encode_prompts, zeroshot_logits
+from utils.prompts import encode_prompts
+from utils.scoring import zeroshot_logits
 from utils.checkpoint import CheckpointError, PRETRAIN_KIND, FEWSHOT_KIND
 from utils.checkpoint import read_checkpoint, read_state_dict, load_state_dict_strict, save_checkpoint

@@ -1,21 +1,19 @@
-"""CLIP loading, a tiny random CLIP for tests, prompt features and zero-shot logits (SPEC section 4)."""
+"""CLIP loading, and a tiny random CLIP in the real checkpoint format for tests and the demo."""
 import os
 import pickle
 import socket
 import urllib.error
 import warnings
 import zipfile
-from typing import Optional, Sequence, Union
+from typing import Optional, Union
 
 import clip
 import torch
-import torch.nn.functional as F
 from clip.model import CLIP, build_model, convert_weights
 
 from utils.checkpoint import save_checkpoint
 
 DEFAULT_CLIP = "ViT-B/32"
-PROMPT_PREFIX = "image of a "
 # Per-socket-operation timeout while clip downloads weights, so an offline machine fails fast
 # instead of hanging (a slow but alive download is not affected).
 DOWNLOAD_TIMEOUT_S = 20.0
@@ -136,24 +134,3 @@ def write_tiny_clip(path: str, seed: int = 0) -> str:
     convert_weights(model)  # half precision where OpenAI's checkpoints have it
     save_checkpoint(model.state_dict(), path)
     return path
-
-
-@torch.no_grad()
-def encode_prompts(clip_model: CLIP, class_names: Sequence[str],
-                   device: Union[str, torch.device] = "cpu") -> torch.Tensor:
-    """L2-normalised text features (K, D) of the prompts "image of a <name>"."""
-    if len(class_names) == 0:
-        raise ValueError("encode_prompts needs at least one class name")
-    tokens = clip.tokenize([PROMPT_PREFIX + name for name in class_names]).to(device)
-    features = clip_model.encode_text(tokens).float()
-    return F.normalize(features, dim=-1)
-
-
-def zeroshot_logits(view_features: torch.Tensor, prompt_features: torch.Tensor,
-                    views: int) -> torch.Tensor:
-    """Zero-shot logits (B, K): cosine similarities of normalised view features (B*V, D) with the
-    prompt features (K, D), summed over the V views of each object."""
-    if view_features.shape[0] % views != 0:
-        raise ValueError(f"{view_features.shape[0]} view features are not a multiple of {views} views")
-    sims = view_features @ prompt_features.to(view_features).t()
-    return sims.view(-1, views, prompt_features.shape[0]).sum(dim=1)

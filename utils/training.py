@@ -13,7 +13,7 @@ from render.preview import depth_grid
 from utils import distributed
 from utils.checkpoint import save_checkpoint
 from utils.cli import UsageError, rng_state, seed_everything, set_rng_state
-from utils.clip_loader import zeroshot_logits
+from utils.scoring import zeroshot_logits
 from utils.evaluation import accuracy, predict
 
 
