@@ -11,10 +11,10 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
+from models.zeroshot import view_features
 from render import Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
 from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run, seed_everything
@@ -77,10 +77,8 @@ def main(args: argparse.Namespace) -> float:
           f"device {device}, encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
 
     def logits(points: torch.Tensor) -> torch.Tensor:
-        azim, elev, dist = selector(points)
-        depth_maps = renderer(points, azim, elev, dist, args.views, rot=rot)
-        features = F.normalize(encoder(depth_maps.flatten(0, 1)), dim=-1)
-        return zeroshot_logits(features, prompts, args.views)
+        return zeroshot_logits(view_features(selector, renderer, encoder, points, args.views, rot), prompts,
+                               args.views)
 
     start = time.time()
     labels, preds = predict(logits, loader, device, desc=f"zero-shot {args.dataset}")

@@ -16,13 +16,13 @@ import time
 from typing import Dict
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import sync, vit_b32_clip  # noqa: E402
 from datasets import ModelNet40Ply  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
+from models.zeroshot import encode_views, render_views  # noqa: E402
 from render import Renderer, Selector  # noqa: E402
 from utils import encode_prompts, zeroshot_logits  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
@@ -50,11 +50,10 @@ def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str
             points = points.to(device)
             sync(device)
             loaded = time.perf_counter()
-            azim, elev, dist = selector(points)
-            maps = renderer(points, azim, elev, dist, args.views, rot=True)
+            maps = render_views(selector, renderer, points, args.views, rot=True)
             sync(device)
             rendered = time.perf_counter()
-            features = F.normalize(encoder(maps.flatten(0, 1)), dim=-1)
+            features = encode_views(encoder, maps)
             zeroshot_logits(features, prompts, args.views).argmax(dim=1).cpu()
             sync(device)
             encoded = time.perf_counter()

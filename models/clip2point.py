@@ -4,10 +4,10 @@ from typing import Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from lightly.loss import NTXentLoss
 
 from models.common import clip_visual, frozen_copy
+from models.zeroshot import view_features
 from render import Renderer, Selector
 from utils import distributed
 
@@ -82,7 +82,4 @@ class CLIP2Point(nn.Module):
 
     def infer(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
         """points (B, N, 3) -> L2-normalised depth features (B*V, C) of the selector's views."""
-        azim, elev, dist = self.selector(points)
-        imgs = self.renderer(points, azim, elev, dist, self.views, rot=rot)
-        feats = self.point_model(imgs.reshape(-1, *imgs.shape[2:]))
-        return F.normalize(feats, dim=-1)
+        return view_features(self.selector, self.renderer, self.point_model, points, self.views, rot).flatten(0, 1)

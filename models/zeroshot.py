@@ -1,0 +1,24 @@
+"""The zero-shot forward pass, written once: select views, render depth maps, encode every view."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def render_views(selector: nn.Module, renderer: nn.Module, points: torch.Tensor, views: int,
+                 rot: bool) -> torch.Tensor:
+    """points (B, N, 3) -> depth maps (B, V, 3, S, S) from the selector's viewpoints."""
+    azim, elev, dist = selector(points)
+    return renderer(points, azim, elev, dist, views, rot=rot)
+
+
+def encode_views(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, V, 3, S, S) -> L2-normalised features (B, V, D), every view encoded alone."""
+    B, V = images.shape[:2]
+    features = encoder(images.flatten(0, 1))
+    return F.normalize(features, dim=-1).view(B, V, -1)
+
+
+def view_features(selector: nn.Module, renderer: nn.Module, encoder: nn.Module, points: torch.Tensor,
+                  views: int, rot: bool) -> torch.Tensor:
+    """points (B, N, 3) -> L2-normalised features (B, V, D) of the selector's views."""
+    return encode_views(encoder, render_views(selector, renderer, points, views, rot))
