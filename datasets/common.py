@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.errors import DataError, UserError
+
 PathLike = Union[str, Path]
 
 # Expected layouts, from SPEC section 7; quoted by DatasetNotFound messages and data/README.md.
@@ -24,23 +26,26 @@ LAYOUTS = {
 }
 
 
-class DatasetNotFound(FileNotFoundError):
-    """A dataset folder, split or listed file is missing. The message is one line."""
+class DatasetNotFound(UserError, FileNotFoundError):
+    """A dataset folder, split or listed file is missing. The message is one line.
 
-    def __init__(self, dataset: str, path: PathLike, what: str = "not found"):
-        self.dataset, self.path, self.what = dataset, str(path), what
-        super().__init__(f"{dataset}: {what}: {path}; expected <data_root>/{LAYOUTS[dataset]} "
-                         f"(see data/README.md)")
+    Built from (dataset, path, what); a single argument is a finished message (how a DataLoader
+    worker's error is rebuilt in the main process).
+    """
+
+    def __init__(self, dataset: str, path: Optional[PathLike] = None, what: str = "not found"):
+        self.dataset, self.path, self.what = dataset, None if path is None else str(path), what
+        if path is None:
+            super().__init__(dataset)
+        else:
+            super().__init__(f"{dataset}: {what}: {path}; expected <data_root>/{LAYOUTS[dataset]} "
+                             f"(see data/README.md)")
 
     def __str__(self) -> str:  # FileNotFoundError would otherwise print "[Errno None] ..."
         return self.args[0]
 
     def __reduce__(self):  # picklable across DataLoader workers
         return type(self), (self.dataset, self.path, self.what)
-
-
-class DataError(ValueError):
-    """A data file exists but cannot be used (unreadable, empty, bad label). Names the file."""
 
 
 def normalize(points: np.ndarray, source: PathLike = "<array>") -> np.ndarray:

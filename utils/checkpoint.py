@@ -7,13 +7,11 @@ from typing import Dict, Mapping
 import torch
 import torch.nn as nn
 
+from utils.errors import CheckpointError
+
 PRETRAIN_KIND = "pre-training checkpoint (keys start with module.)"
 FEWSHOT_KIND = "few-shot checkpoint (DPA)"
 MAX_LISTED_KEYS = 5
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, unreadable or not of the expected kind."""
 
 
 def _guess_kind(keys) -> str:

@@ -10,18 +10,10 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from datasets.common import DataError, DatasetNotFound
-from utils.checkpoint import CheckpointError
-from utils.clip_loader import ClipLoadError
+from utils import distributed
+from utils.errors import UsageError, UserError
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-# Errors a user can fix: the scripts print them as one line and exit with code 2.
-USER_ERRORS = (DatasetNotFound, DataError, ClipLoadError, CheckpointError)
-
-
-class UsageError(ValueError):
-    """A flag value that cannot work (for example a batch larger than the dataset)."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -53,13 +45,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
     """Call main(args); a user-fixable error becomes one stderr line and exit code 2. Under torchrun
     the process group is left at the end and errors of ranks other than 0 name their rank."""
-    from utils import distributed
-
     try:
         main(args)
-    except USER_ERRORS + (UsageError,) as err:
+    except UserError as err:
         where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") != "0" else ""
-        sys.stderr.write(f"error{where}: {err}\n")
+        message = " ".join(str(err).split("\n"))  # one line, whatever the message holds
+        sys.stderr.write(f"error{where}: {message}\n")
         sys.exit(2)
     finally:
         distributed.cleanup()

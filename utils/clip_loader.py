@@ -12,19 +12,12 @@ import torch
 from clip.model import CLIP, build_model, convert_weights
 
 from utils.checkpoint import save_checkpoint
+from utils.errors import ClipLoadError, ClipWeightsMissing
 
 DEFAULT_CLIP = "ViT-B/32"
 # Per-socket-operation timeout while clip downloads weights, so an offline machine fails fast
 # instead of hanging (a slow but alive download is not affected).
 DOWNLOAD_TIMEOUT_S = 20.0
-
-
-class ClipLoadError(RuntimeError):
-    """CLIP weights could not be read (unknown name, corrupt file, wrong content)."""
-
-
-class ClipWeightsMissing(ClipLoadError):
-    """CLIP weights are not on disk and cannot be downloaded."""
 
 
 def _default_root() -> str:

@@ -17,7 +17,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from utils.cli import UsageError
+from utils.errors import UsageError
 
 
 def launched_by_torchrun() -> bool:

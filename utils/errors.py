@@ -1,0 +1,42 @@
+"""Errors a user can fix. Entry scripts print them as one line on stderr and exit with code 2
+(`utils.cli.run`). This module imports nothing of the project, so every layer can raise them."""
+import re
+
+# How torch re-raises an exception from a DataLoader worker process: the same type, built from
+# "Caught <Type> in DataLoader worker process <N>.\nOriginal Traceback ...\n<module.Type>: <message>"
+_WORKER_TRACE = re.compile(r"Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+class UserError(Exception):
+    """Base of the user-fixable errors; the message is one line naming the file or flag.
+
+    An error raised in a DataLoader worker reaches the main process as the same type built from
+    torch's multi-line trace; its message is put back to the original line here, so it prints the
+    same at any --num_workers.
+    """
+
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], str) and _WORKER_TRACE.match(args[0]):
+            last = args[0].rstrip("\n").splitlines()[-1]  # "<module.Type>: <message>"
+            args = (last.split(": ", 1)[1] if ": " in last else last,)
+        super().__init__(*args)
+
+
+class UsageError(UserError, ValueError):
+    """A flag value that cannot work (for example a batch larger than the dataset)."""
+
+
+class DataError(UserError, ValueError):
+    """A data file exists but cannot be used (unreadable, empty, bad label). Names the file."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file is missing, unreadable or not of the expected kind."""
+
+
+class ClipLoadError(UserError, RuntimeError):
+    """CLIP weights could not be read (unknown name, corrupt file, wrong content)."""
+
+
+class ClipWeightsMissing(ClipLoadError):
+    """CLIP weights are not on disk and cannot be downloaded."""
