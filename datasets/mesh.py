@@ -1,10 +1,9 @@
-"""Reading .off meshes and sampling points uniformly by area on their surface."""
+"""Reading .off meshes and sampling points on their surface (Open3D's stratified scheme)."""
 import io
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
-import trimesh
 from trimesh.exchange.off import load_off
 
 from datasets.common import DataError, PathLike
@@ -86,18 +85,53 @@ def read_off(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     return vertices, faces
 
 
+def cumulative_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Running sum of the triangle areas in file order: vertices (V, 3), faces (F, 3) -> (F,) float64.
+
+    Entry t is the area of triangles 0..t; the last entry is the surface area.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    v0, v1, v2 = v[f[:, 0]], v[f[:, 1]], v[f[:, 2]]
+    areas = 0.5 * np.linalg.norm(np.cross(v1 - v0, v2 - v0), axis=1)
+    return np.cumsum(areas)
+
+
+def _round_half_away(x: np.ndarray) -> np.ndarray:
+    """C's round() for x >= 0: halves go up (numpy's round would take them to the even integer)."""
+    floor = np.floor(x)
+    return floor + (x - floor >= 0.5)
+
+
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, num_points: int,
-                   rng: np.random.Generator, source: PathLike = "<mesh>"
-                   ) -> Tuple[np.ndarray, np.ndarray]:
-    """Points uniformly distributed by area on a triangle mesh.
+                   rng: np.random.Generator, source: PathLike = "<mesh>",
+                   cum_areas: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Stratified points on a triangle mesh, Open3D's `sample_points_uniformly` scheme.
 
     vertices (V, 3), faces (F, 3) -> points (num_points, 3) float64 and the face of each point
-    (num_points,). A face is picked with probability proportional to its area, then a uniform
-    point inside it.
+    (num_points,) int64, in triangle order. With c_t the cumulative area fraction of triangles
+    0..t, triangle t gets exactly round(c_t * N) - round(c_(t-1) * N) points (round halves away
+    from zero, as C's round does), each a*v0 + b*v1 + c*v2 with a = 1 - sqrt(r1),
+    b = sqrt(r1) * (1 - r2), c = sqrt(r1) * r2 and r1, r2 uniform in [0, 1) drawn per point.
+    `cum_areas` (F,): precomputed `cumulative_areas(vertices, faces)`.
     """
-    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, process=False, validate=False)
-    area = float(mesh.area_faces.sum())
-    if not np.isfinite(area) or area <= 0:
+    if cum_areas is None:
+        cum_areas = cumulative_areas(vertices, faces)
+    cum_areas = np.asarray(cum_areas, dtype=np.float64)
+    if len(cum_areas) != len(faces):
+        raise ValueError(f"{source}: cum_areas has {len(cum_areas)} entries for {len(faces)} faces")
+    total = float(cum_areas[-1]) if len(cum_areas) else 0.0
+    if not np.isfinite(total) or total <= 0:
         raise DataError(f"{source}: mesh has zero surface area, cannot sample points")
-    points, face_index = trimesh.sample.sample_surface(mesh, num_points, seed=rng)
-    return np.asarray(points, dtype=np.float64), np.asarray(face_index, dtype=np.int64)
+    # points up to and including triangle t (non-decreasing since areas are >= 0). Open3D accumulates
+    # area_t / total instead of dividing the running sum; the two differ by rounding only, and
+    # this way c of the last triangle is exactly 1, so exactly num_points come out. Open3D is C++
+    # and uses std::round: halves go away from zero, not to the even integer as numpy's round.
+    upto = _round_half_away(cum_areas / total * num_points).astype(np.int64)
+    counts = np.diff(upto, prepend=0)
+    face_index = np.repeat(np.arange(len(faces)), counts)
+    r = rng.random((len(face_index), 2))  # r1, r2 of point 0, then of point 1, ...
+    sqrt_r1, r2 = np.sqrt(r[:, :1]), r[:, 1:]
+    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces, dtype=np.int64)[face_index]]  # (N, 3, 3)
+    points = (1 - sqrt_r1) * tri[:, 0] + sqrt_r1 * (1 - r2) * tri[:, 1] + sqrt_r1 * r2 * tri[:, 2]
+    return points, face_index

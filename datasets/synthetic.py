@@ -30,7 +30,7 @@ from datasets.common import PathLike, normalize
 from datasets.scanobjectnn import VARIANTS
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
 
-VERSION = 1
+VERSION = 2  # 2: ModelNet*_Ply exported with the stratified mesh sampler
 MARKER = ".synthetic_complete.json"
 FOLDERS = ("ModelNet40_Align", "ModelNet40_Ply", "ModelNet10", "ModelNet10_Ply", "ScanObjectNN",
            "ShapeNet55", "Rendering")

@@ -3,7 +3,7 @@
     python -m render.preview INPUT --views 10 --out grid.png
 
 INPUT is .npy (N x 3+), .xyz (text, x y z per line), .ply (vertices) or .off (mesh, sampled
-uniformly by area with the datasets' sampler). The cloud is centred and scaled to the unit sphere, as the datasets do.
+with the datasets' stratified sampler). The cloud is centred and scaled to the unit sphere, as the datasets do.
 """
 import argparse
 import math

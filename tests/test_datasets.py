@@ -14,6 +14,7 @@ from datasets import (DataError, DatasetNotFound, ModelNet10, ModelNet10Ply, Mod
                       ScanObjectNN, ShapeNet55, ShapeNetRender)
 from datasets.classnames import MODELNET40_CLASSES, SHAPENET55_EXCLUDED
 from datasets.common import normalize
+from datasets.fps import farthest_point_sample
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_ELEV, load_image, read_list
 from datasets.synthetic import (EXCLUDED_EXAMPLE, MODELNET_TEST, MODELNET_TRAIN, SCAN_TEST, SCAN_TRAIN,
                                 SHAPENET_TEST, SHAPENET_TRAIN)
@@ -131,9 +132,10 @@ def test_scanobjectnn_variants_and_fps(root):
         assert f["data"].shape[1:] == (2048, 3) and f["data"].dtype == np.float32
     full = torch.from_numpy(normalize(raw))
     assert torch.allclose(full.mean(0), torch.zeros(3), atol=1e-5)
-    from pytorch3d.ops import sample_farthest_points
-    expected = sample_farthest_points(full[None], K=1024)[0][0]
+    expected = full[farthest_point_sample(full[None], 1024)[0]]
     assert torch.equal(points, expected) and torch.equal(points[0], full[0])
+    # pointnet2_ops' rule: no point within sqrt(1e-3) of the centroid is picked (except index 0)
+    assert (points[1:].square().sum(-1) > 1e-3).all()
     # precomputed for the whole split gives the same points
     pre = ScanObjectNN(root, partition="train", fps_device="cpu")
     assert torch.equal(pre[17][0], points)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from datasets.common import DataError
-from datasets.fps import _fps_torch, farthest_point_sample
-from datasets.mesh import read_off, sample_surface
+from datasets.fps import farthest_point_sample, scan_order
+from datasets.mesh import cumulative_areas, read_off, sample_surface
 from datasets.modelnet import read_ply_points, write_ply_points
 
 # the 4 corners of a unit square
@@ -52,33 +52,57 @@ def test_read_off_errors_name_the_file(tmp_path, text, message):
         read_off(tmp_path / "absent.off")
 
 
-def test_sampler_is_uniform_by_area():
-    # four disjoint triangles with areas 1 : 2 : 3 : 10 (right triangles with legs sqrt(2a))
-    areas = np.array([1.0, 2.0, 3.0, 10.0])
+def _disjoint_triangles(areas):
+    """Right triangles with legs a (along x) and 2 (along y), side by side, so that their areas
+    are exactly a: vertices (3F, 3), faces (F, 3)."""
     vertices, faces = [], []
     for i, a in enumerate(areas):
-        leg = np.sqrt(2 * a)
-        base = np.array([5.0 * i, 0, 0])
-        vertices += [base, base + [leg, 0, 0], base + [0, leg, 0]]
+        base = np.array([20.0 * i, 0, 0])
+        vertices += [base, base + [a, 0, 0], base + [0, 2, 0]]
         faces.append([3 * i, 3 * i + 1, 3 * i + 2])
-    vertices, faces = np.array(vertices), np.array(faces)
-    n = 40000
+    return np.array(vertices), np.array(faces)
+
+
+@pytest.mark.parametrize("areas, n, expected", [
+    # cumulative fractions 1/16, 3/16, 6/16, 1: 6.25 -> 6, 18.75 -> 19, 37.5 -> 38, 100
+    ([1.0, 2.0, 3.0, 10.0], 100, [6, 13, 19, 62]),
+    # 0.25 * 10 = 2.5 rounds away from zero to 3 (numpy's half-to-even would give 2)
+    ([1.0, 3.0], 10, [3, 7]),
+    # 12.5 -> 13 (not 12), a zero-area triangle gets nothing, 0.75 * 50 = 37.5 -> 38
+    ([1.0, 0.0, 2.0, 1.0], 50, [13, 0, 25, 12]),
+])
+def test_sampler_counts_are_stratified(areas, n, expected):
+    vertices, faces = _disjoint_triangles(areas)
     points, face = sample_surface(vertices, faces, n, np.random.default_rng(0))
-    counts = np.bincount(face, minlength=4)
-    expected = n * areas / areas.sum()
-    chi2 = ((counts - expected) ** 2 / expected).sum()
-    assert chi2 < 16.27, (counts, expected)  # 99.9 % quantile of chi-square with 3 dof
-    # every point lies inside its triangle (z = 0, x, y >= 0 relative to the corner, x + y <= leg)
-    local = points - vertices[faces[face, 0]]
-    leg = np.sqrt(2 * areas[face])
-    assert np.allclose(local[:, 2], 0) and (local[:, :2] >= -1e-9).all()
-    assert (local[:, 0] + local[:, 1] <= leg + 1e-9).all()
+    assert points.shape == (n, 3) and points.dtype == np.float64
+    assert np.bincount(face, minlength=len(areas)).tolist() == expected
+    assert (np.diff(face) >= 0).all()  # triangle order
+    assert np.array_equal(cumulative_areas(vertices, faces), np.cumsum(areas))
+
+
+def test_sampler_point_formula_draw_order_and_cached_areas():
+    areas = [1.0, 2.0, 3.0, 10.0]
+    vertices, faces = _disjoint_triangles(areas)
+    n = 4000
+    points, face = sample_surface(vertices, faces, n, np.random.default_rng(5))
+    # r1, r2 per point, in point order; p = (1 - sqrt(r1)) v0 + sqrt(r1) (1 - r2) v1 + sqrt(r1) r2 v2
+    r = np.random.default_rng(5).random((n, 2))
+    s, r2 = np.sqrt(r[:, 0:1]), r[:, 1:2]
+    v0, v1, v2 = (vertices[faces[face, j]] for j in range(3))
+    assert np.allclose(points, (1 - s) * v0 + s * (1 - r2) * v1 + s * r2 * v2, rtol=0, atol=1e-12)
+    # every point lies inside its triangle (z = 0, x, y >= 0 relative to the corner, x / a + y / 2 <= 1)
+    u = (points - v0)[:, :2] / np.stack([np.asarray(areas)[face], np.full(n, 2.0)], 1)
+    assert np.allclose(points[:, 2], 0) and (u >= -1e-12).all() and (u.sum(1) <= 1 + 1e-12).all()
     # uniform inside a triangle: the 4 midpoint sub-triangles (equal areas) get equal shares
-    u = local[face == 3, :2] / leg[face == 3, None]
+    u = u[face == 3]
     sub = np.where(u[:, 0] >= 0.5, 0, np.where(u[:, 1] >= 0.5, 1, np.where(u.sum(1) <= 0.5, 2, 3)))
     sub_counts = np.bincount(sub, minlength=4)
     e = len(u) / 4
-    assert ((sub_counts - e) ** 2 / e).sum() < 16.27, sub_counts
+    assert ((sub_counts - e) ** 2 / e).sum() < 16.27, sub_counts  # chi-square 3 dof, 99.9 %
+    # precomputed cumulative areas give the same points
+    cached = sample_surface(vertices, faces, n, np.random.default_rng(5),
+                            cum_areas=cumulative_areas(vertices, faces))
+    assert np.array_equal(cached[0], points) and np.array_equal(cached[1], face)
 
 
 def test_sampler_seeding_and_zero_area():
@@ -127,39 +151,64 @@ def test_ply_reader_errors(tmp_path):
 
 def test_fps_by_hand():
     line = torch.tensor([[[float(x), 0.0, 0.0] for x in [3, 0, 10, 5, 6, 1]]])
-    # start at index 0 (x=3); farthest is x=10 (index 2); then x=0 and x=6 are both 3 away from
-    # the chosen set: the first index (1) wins; then x=6 (index 4, 3 away) beats x=5 and x=1
-    expected = [0, 2, 1, 4]
-    for backend in ("torch", "pytorch3d", "auto"):
-        assert farthest_point_sample(line, 4, backend=backend)[0].tolist() == expected, backend
+    # start at index 0 (x=3); farthest is x=10 (index 2); then x=0 and x=6 are both 9 away (squared)
+    # from the chosen set, but x=0 (index 1) lies at the origin and is never picked: x=6 (index 4);
+    # then x=1 (index 5, 4 away) beats x=5 (1 away)
+    assert farthest_point_sample(line, 4)[0].tolist() == [0, 2, 4, 5]
 
 
-def test_fps_matches_pytorch3d():
+def test_fps_never_picks_points_near_the_centroid():
+    # index 2 has squared norm 9e-4 <= 1e-3: skipped even when it is the farthest
+    points = torch.tensor([[[1.0, 0, 0], [-1, 0, 0], [0, -0.03, 0], [0, 0.5, 0], [0.5, 0, 0]]])
+    # after 0 and 1: nearest squared distances 2: 1.0009, 3: 1.25, 4: 0.25 -> 3; then 2: 0.2809,
+    # 4: 0.25 -> 4 (2 is skipped); then only 2 is left: the kernel answers index 0
+    assert farthest_point_sample(points, 5)[0].tolist() == [0, 1, 3, 4, 0]
+    # index 0 itself is always first, whatever its norm
+    near = torch.tensor([[[0.0, 0, 0], [0.5, 0, 0], [-0.2, 0, 0]]])
+    assert farthest_point_sample(near, 3)[0].tolist() == [0, 1, 2]
+
+
+def test_fps_ties_follow_the_kernel_reduction():
+    # 8 points, 8 threads: indices 1 and 4 are both 2 away from index 0; the reduction (strides
+    # 4, 2, 1, left wins) carries index 4 to position 0 and index 1 to position 1: index 4 wins
+    points = torch.tensor([[[1.0, 0, 0], [-1, 0, 0], [0.5, 0.5, 0], [0.5, -0.5, 0], [-1, 0, 0],
+                            [0.6, 0, 0.3], [0.7, 0.2, 0], [0.8, 0, -0.1]]])
+    assert farthest_point_sample(points, 2)[0].tolist() == [0, 4]
+    assert scan_order(8).tolist() == [0, 4, 2, 6, 1, 5, 3, 7]
+    assert scan_order(5).tolist() == [0, 4, 2, 1, 3]  # 4 threads: thread 0 holds 0 and 4
+
+
+def test_fps_matches_pytorch3d_without_near_centroid_points_and_is_batched():
     from pytorch3d.ops import sample_farthest_points
 
     gen = torch.Generator().manual_seed(0)
-    points = torch.randn(4, 700, 3, generator=gen)
-    ref = sample_farthest_points(points, K=256, random_start_point=False)[1]
-    assert torch.equal(_fps_torch(points, 256), ref)
-    assert torch.equal(farthest_point_sample(points, 256), ref)
+    points = torch.randn(4, 700, 3, generator=gen, dtype=torch.float64)
+    assert (points.square().sum(-1) > 0.01).all()  # no skipped points, no exact ties
+    ref = sample_farthest_points(points.float(), K=256, random_start_point=False)[1]
+    idx = farthest_point_sample(points, 256)
+    assert torch.equal(idx, ref)
+    assert torch.equal(farthest_point_sample(points[2:3], 256)[0], idx[2])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fps_cuda_matches_cpu():
+    points = torch.randn(3, 2048, 3, generator=torch.Generator().manual_seed(2))
+    points[:, 5:40] *= 0.01  # near-centroid points
+    assert torch.equal(farthest_point_sample(points.cuda(), 1024).cpu(), farthest_point_sample(points, 1024))
 
 
 def test_fps_argument_errors():
     points = torch.zeros(1, 10, 3)
     with pytest.raises(ValueError, match="cannot take 11 farthest points out of 10"):
         farthest_point_sample(points, 11)
-    with pytest.raises(ValueError, match="needs CUDA"):
-        farthest_point_sample(points, 3, backend="pointnet2")
     with pytest.raises(ValueError, match=r"shape \(B, N, 3\)"):
         farthest_point_sample(torch.zeros(10, 3), 3)
 
 
-def test_fps_falls_back_to_plain_torch_without_pytorch3d(monkeypatch):
+def test_fps_does_not_import_compiled_extensions(monkeypatch):
     import sys
 
+    for name in ("pointnet2_ops", "pointnet2_ops.pointnet2_utils", "pytorch3d", "pytorch3d.ops"):
+        monkeypatch.setitem(sys.modules, name, None)  # any import of them would fail
     points = torch.randn(2, 300, 3, generator=torch.Generator().manual_seed(1))
-    expected = farthest_point_sample(points, 50, backend="pytorch3d")
-    monkeypatch.setitem(sys.modules, "pytorch3d.ops", None)  # makes the import fail
-    with pytest.raises(ImportError):
-        farthest_point_sample(points, 50, backend="pytorch3d")
-    assert torch.equal(farthest_point_sample(points, 50), expected)
+    assert farthest_point_sample(points, 50).shape == (2, 50)
