@@ -3,9 +3,11 @@
     python zeroshot.py --ckpt best_eval.pth                          # ModelNet40, 6 views
     python zeroshot.py --ckpt best_eval.pth --dataset ScanObjectNN
     python zeroshot.py                                               # plain CLIP, no pre-training
+    python zeroshot.py --projection realistic --search_view_weights 16   # PointCLIP V2's projection
 
 Each object is rendered into depth maps, every map is encoded and compared with the CLIP text
-features of "image of a {class}"; the similarities are summed over the views.
+features of "image of a {class}"; the similarities are summed over the views (or weighted:
+--view_weights, or weights searched on training objects: --search_view_weights).
 """
 import argparse
 import time
@@ -14,19 +16,33 @@ import torch
 from torch.utils.data import DataLoader
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
-from models.zeroshot import view_features
-from render import Renderer, Selector
+from models.zeroshot import encode_views, project_views
+from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
 from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run, seed_everything
-from utils.evaluation import predict, print_report, write_predictions
+from utils.cli import UsageError
+from utils.evaluation import collect_features, predict, print_report, write_predictions
+from utils.scoring import view_similarities
 from utils.training import autocast_forward
+from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="Zero-shot classification of point clouds with CLIP2Point.")
     parser.add_argument("--dataset", default="ModelNet40", choices=["ModelNet10", "ModelNet40", "ScanObjectNN"],
                         help="test set (default ModelNet40)")
-    parser.add_argument("--views", type=int, default=6, choices=[6, 10], help="number of views (default 6)")
+    parser.add_argument("--views", type=int, default=None, choices=[6, 10],
+                        help="number of views (default 6; --projection realistic has 10)")
+    parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
+                        help="depth = CLIP2Point's depth maps (default); realistic = PointCLIP V2's dense "
+                             "projection, 10 views, images fed to CLIP without its mean/std normalisation")
+    parser.add_argument("--view_weights", default=None, metavar="W0,...",
+                        help="one weight per view for the class score (a weighted sum of the views' "
+                             "similarities); default all 1, the CLIP2Point sum")
+    parser.add_argument("--search_view_weights", type=int, default=0, metavar="N",
+                        help="choose the view weights on N objects per class of the training split (seeded "
+                             "by --seed; never the test split) by coordinate ascent over 0,0.25,0.5,0.75,1, "
+                             "then evaluate the test set once with them (default 0: off)")
     parser.add_argument("--ckpt", default=None,
                         help="pre-training checkpoint (best_eval.pth); without it the original CLIP image "
                              "encoder sees the depth maps")
@@ -57,13 +73,60 @@ def build_test_set(args: argparse.Namespace, device: torch.device):
     return ModelNet40Ply(args.data_root, "test", num_points=args.num_points), True
 
 
+def check_view_flags(args: argparse.Namespace) -> None:
+    """Fill in --views from --projection and check the view flags, before any long work."""
+    if args.projection == "realistic":
+        if args.views not in (None, RealisticProjection.views):
+            raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
+        args.views = RealisticProjection.views
+    elif args.views is None:
+        args.views = 6
+    if args.search_view_weights < 0:
+        raise UsageError(f"--search_view_weights must be >= 0 objects per class, got {args.search_view_weights}")
+    if args.search_view_weights and args.view_weights:
+        raise UsageError("--view_weights and --search_view_weights exclude each other: give the weights or "
+                         "search them")
+
+
+def build_search_set(args: argparse.Namespace, device: torch.device):
+    """--search_view_weights objects per class of the training split matching --dataset."""
+    n = args.search_view_weights
+    if args.dataset == "ScanObjectNN":
+        fps_device = str(device) if device.type == "cuda" else None
+        return ScanObjectNN(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
+                            variant=args.variant, fps_device=fps_device)
+    if args.dataset == "ModelNet10":
+        return ModelNet10(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed)
+    # the fixed ModelNet40_Ply points are test objects only: the training objects are the aligned meshes
+    return ModelNet40Align(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed)
+
+
+def pick_view_weights(features_fn, search_set, prompts: torch.Tensor, args: argparse.Namespace,
+                      device: torch.device) -> torch.Tensor:
+    """Encode the search objects once, search the view weights on their cached similarities, print
+    them and the accuracy on these held-out training objects -> weights (V,)."""
+    loader = DataLoader(search_set, batch_size=args.test_batch_size, shuffle=False,
+                        num_workers=loader_workers(args.num_workers))
+    features, labels = collect_features(features_fn, loader, device, desc="view weight search")
+    sims = view_similarities(features, prompts.cpu(), args.views)  # (M, V, K)
+    weights, acc = search_view_weights(sims, labels)
+    ones = float(weighted_accuracy(sims, labels, torch.ones(args.views)))
+    print(f"view weight search on {len(labels)} {search_set.name} training objects ({args.search_view_weights} "
+          f"per class, held out from the test set): accuracy {ones:.4f} with all weights 1, {acc:.4f} with the chosen")
+    print(f"chosen view weights: --view_weights {format_view_weights(weights)}")
+    return weights
+
+
 def main(args: argparse.Namespace) -> float:
     device = get_device(args.device)
     amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
+    check_view_flags(args)
+    weights = parse_view_weights(args.view_weights, args.views) if args.view_weights else None
     dataset, rot = build_test_set(args, device)
     loader = DataLoader(dataset, batch_size=args.test_batch_size, shuffle=False,
                         num_workers=loader_workers(args.num_workers))
+    search_set = build_search_set(args, device) if args.search_view_weights else None
 
     clip_model = load_clip(args.clip, device)
     encoder = clip_model.visual.eval()
@@ -72,13 +135,19 @@ def main(args: argparse.Namespace) -> float:
     autocast_forward(encoder, device.type, amp)  # the renderer stays in float32
     prompts = encode_prompts(clip_model, dataset.prompts, device)
     selector = Selector(args.views).to(device)
-    renderer = Renderer(backend=args.backend)
-    print(f"{args.dataset}: {len(dataset)} test objects, {len(dataset.classes)} classes, {args.views} views, "
-          f"device {device}, encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
+    projection = RealisticProjection() if args.projection == "realistic" else Renderer(backend=args.backend)
+    print(f"{args.dataset}: {len(dataset)} test objects, {len(dataset.classes)} classes, {args.projection} "
+          f"projection, {args.views} views, device {device}, "
+          f"encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
+
+    def features(points: torch.Tensor) -> torch.Tensor:
+        return encode_views(encoder, project_views(projection, points, selector, args.views, rot))
+
+    if search_set is not None:
+        weights = pick_view_weights(features, search_set, prompts, args, device)
 
     def logits(points: torch.Tensor) -> torch.Tensor:
-        return zeroshot_logits(view_features(selector, renderer, encoder, points, args.views, rot), prompts,
-                               args.views)
+        return zeroshot_logits(features(points), prompts, args.views, weights)
 
     start = time.time()
     labels, preds = predict(logits, loader, device, desc=f"zero-shot {args.dataset}")

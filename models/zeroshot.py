@@ -1,7 +1,11 @@
 """The zero-shot forward pass, written once: select views, render depth maps, encode every view."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from render import RealisticProjection
 
 
 def render_views(selector: nn.Module, renderer: nn.Module, points: torch.Tensor, views: int,
@@ -9,6 +13,16 @@ def render_views(selector: nn.Module, renderer: nn.Module, points: torch.Tensor,
     """points (B, N, 3) -> depth maps (B, V, 3, S, S) from the selector's viewpoints."""
     azim, elev, dist = selector(points)
     return renderer(points, azim, elev, dist, views, rot=rot)
+
+
+def project_views(projection: nn.Module, points: torch.Tensor, selector: Optional[nn.Module] = None,
+                  views: int = 6, rot: bool = False) -> torch.Tensor:
+    """points (B, N, 3) -> images (B, V, 3, S, S) of either projection: a `RealisticProjection`
+    (its ten fixed views, values in [0, 1], the points as given) or a `Renderer` (CLIP-normalised
+    depth maps from the selector's viewpoints, rotated first when `rot`)."""
+    if isinstance(projection, RealisticProjection):
+        return projection(points)
+    return render_views(selector, projection, points, views, rot)
 
 
 def encode_views(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,20 @@ def predict(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoade
     return torch.cat(labels).numpy(), torch.cat(preds).numpy()
 
 
+@torch.no_grad()
+def collect_features(features_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
+                     desc: str = "features", progress: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run `features_fn(points (B, N, 3)) -> (B, ...)` over (points, label) batches once -> features
+    (M, ...) and labels (M,), both on the CPU, for work that reuses them."""
+    features, labels = [], []
+    for points, label in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        features.append(features_fn(points.to(device, non_blocking=True)).float().cpu())
+        labels.append(label.cpu())
+    if not labels:
+        raise ValueError("collect_features: the loader gave no batches")
+    return torch.cat(features), torch.cat(labels)
+
+
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
     return float((labels == preds).mean()) if len(labels) else 0.0
 
