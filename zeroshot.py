@@ -20,7 +20,7 @@ from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
 from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run, seed_everything
-from utils.cli import UsageError
+from utils.errors import UsageError
 from utils.evaluation import collect_features, predict, print_report, write_predictions
 from utils.scoring import view_similarities
 from utils.training import autocast_forward

@@ -11,7 +11,8 @@ from models.zeroshot import encode_views, project_views
 from render import Renderer, Selector
 from tests.data_fixtures import synthetic_root
 from utils import encode_prompts
-from utils.cli import UsageError, run
+from utils.cli import run
+from utils.errors import UsageError
 from utils.scoring import view_similarities
 from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
 
