@@ -14,14 +14,16 @@ import os
 import time
 
 import torch
+from PIL import Image
 
 import fewshot
 import pretraining
 import zeroshot
+from datasets import ModelNet40Ply
 from datasets.synthetic import generate
 from render import Renderer, Selector
-from render.preview import depth_grid
-from utils import write_tiny_clip
+from render.pictures import depth_picture
+from utils.tiny_clip import write_tiny_clip
 
 NOTE = ("NOTE: the CLIP here is tiny and randomly initialised and the data are procedural shapes, so these "
         "accuracies only show that the machinery works; they are not the paper's numbers.")
@@ -73,12 +75,9 @@ def main(args: argparse.Namespace) -> None:
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     def picture() -> str:
-        from PIL import Image
-        from datasets import ModelNet40Ply
-        points = ModelNet40Ply(args.data_root, "test")[0][0][None]
-        azim, elev, dist = Selector(10)(points)
+        points = ModelNet40Ply(args.data_root, "test")[0][0]
         path = os.path.join(out, "depth_maps.png")
-        Image.fromarray(depth_grid(Renderer()(points, azim, elev, dist, 10, rot=True)[0])).save(path)
+        Image.fromarray(depth_picture(Selector(10), Renderer(), points, 10, rot=True)).save(path)
         return path
     step("depth-map picture", picture, summary)
 

@@ -22,10 +22,12 @@ from models import DPA
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
 from utils import distributed
 from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, amp_dtype, get_device,
-                       loader_workers, run, seed_everything)
-from utils.evaluation import accuracy, print_report, write_predictions
-from utils.training import (autocast_forward, depth_picture, first_points, grad_scaler, optimizer_step, predict_all,
-                            resume, save_last)
+                       loader_workers, run)
+from render.pictures import depth_picture
+from utils.amp import grad_scaler, optimizer_step
+from utils.evaluation import accuracy, predict_all, print_report, write_predictions
+from utils.resume import resume, save_last
+from utils.seeding import seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -65,12 +67,10 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     loader = distributed.eval_loader(test_set, args.test_batch_size, loader_workers(args.num_workers))
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA(args, eval=True, clip_model=clip_model)
+    model = DPA(args, eval=True, clip_model=clip_model, amp=amp)
     del clip_model
     load_state_dict_strict(model, read_checkpoint(args.ckpt, FEWSHOT_KIND), FEWSHOT_KIND, args.ckpt)
     model.to(device).eval()
-    for encoder in (model.pre_model, model.ori_model):
-        autocast_forward(encoder, device.type, amp)
     if main_process:
         print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
     labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
@@ -111,14 +111,12 @@ def main(args: argparse.Namespace):
 
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA(args, clip_model=clip_model)
+    model = DPA(args, clip_model=clip_model, amp=amp)
     del clip_model
     if distributed.world_size() > 1:
         # batch statistics over the global batch, so results do not depend on the number of processes
         model = distributed.convert_sync_batchnorm(model, device)
     model.to(device)
-    for encoder in (model.pre_model, model.ori_model):
-        autocast_forward(encoder, device.type, amp)
     train_model = distributed.wrap_ddp(model, device)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scaler = grad_scaler(amp, device)
@@ -161,7 +159,7 @@ def main(args: argparse.Namespace):
             for tag, value in (("train/loss", train_loss), ("train/acc", train_acc), ("test/acc", test_acc)):
                 writer.add_scalar(tag, value, epoch + 1)
             writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
-                                                         first_points(test_set, device), args.views, rot=True),
+                                                         test_set[0][0].to(device), args.views, rot=True),
                              epoch + 1, dataformats="HWC")
         if test_acc > best["test"]:
             best["test"] = test_acc

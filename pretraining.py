@@ -21,10 +21,13 @@ from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from models import CLIP2Point
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
 from utils import distributed
-from utils.cli import (ArgumentParser, RunLog, add_common_arguments, amp_dtype, get_device, loader_workers, run,
-                       seed_everything)
-from utils.training import (autocast_forward, check_batches, depth_picture, first_points, grad_scaler,
-                            optimizer_step, resume, save_last, zeroshot_accuracy)
+from render.pictures import depth_picture
+from utils.amp import grad_scaler, optimizer_step
+from utils.cli import (ArgumentParser, RunLog, add_common_arguments, amp_dtype, check_batches, get_device,
+                       loader_workers, run)
+from utils.evaluation import zeroshot_accuracy
+from utils.resume import resume, save_last
+from utils.seeding import seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,12 +76,10 @@ def main(args: argparse.Namespace) -> dict:
     clip_model = load_clip(args.clip, device)
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
     test_prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = CLIP2Point(args, clip_model).to(device)
+    model = CLIP2Point(args, clip_model, amp=amp).to(device)
     del clip_model
     if args.ckpt:
         load_state_dict_strict(model.point_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
-    for encoder in (model.point_model, model.image_model):
-        autocast_forward(encoder, device.type, amp)
     # the learnable selector only picks validation views: no gradient in the training step
     train_model = distributed.wrap_ddp(model, device, find_unused_parameters=args.dim > 0)
 
@@ -129,7 +130,7 @@ def main(args: argparse.Namespace) -> dict:
                                ("test/acc", test_acc)):
                 writer.add_scalar(tag, value, epoch + 1)
             writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
-                                                         first_points(val_set, device), args.views, rot=False),
+                                                         val_set[0][0].to(device), args.views, rot=False),
                              epoch + 1, dataformats="HWC")
 
         # published layout: the state dict of the model wrapped for data parallelism (the plain

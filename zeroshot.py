@@ -19,11 +19,11 @@ from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
-from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run, seed_everything
+from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run
 from utils.errors import UsageError
 from utils.evaluation import collect_features, predict, print_report, write_predictions
 from utils.scoring import view_similarities
-from utils.training import autocast_forward
+from utils.seeding import seed_everything
 from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
 
 
@@ -132,7 +132,6 @@ def main(args: argparse.Namespace) -> float:
     encoder = clip_model.visual.eval()
     if args.ckpt:
         load_state_dict_strict(encoder, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
-    autocast_forward(encoder, device.type, amp)  # the renderer stays in float32
     prompts = encode_prompts(clip_model, dataset.prompts, device)
     selector = Selector(args.views).to(device)
     projection = RealisticProjection() if args.projection == "realistic" else Renderer(backend=args.backend)
@@ -141,7 +140,8 @@ def main(args: argparse.Namespace) -> float:
           f"encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
 
     def features(points: torch.Tensor) -> torch.Tensor:
-        return encode_views(encoder, project_views(projection, points, selector, args.views, rot))
+        # only the encoder runs under autocast: the projection stays in float32
+        return encode_views(encoder, project_views(projection, points, selector, args.views, rot), amp)
 
     if search_set is not None:
         weights = pick_view_weights(features, search_set, prompts, args, device)

@@ -27,15 +27,14 @@ from datasets import ShapeNetRender  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from models import CLIP2Point  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
-from utils.training import autocast_forward, grad_scaler, optimizer_step  # noqa: E402
+from utils.amp import grad_scaler, optimizer_step  # noqa: E402
 
 
 def measure(batch, device: torch.device, amp: str, steps: int) -> dict:
     """Mean step seconds and peak memory (MiB) of `steps` timed pre-training steps on `device`."""
     dtype = amp_dtype(amp, device, announce=False)
-    model = CLIP2Point(SimpleNamespace(views=10, dim=0, model="PointNet"), clip_model=vit_b32_clip()).to(device)
-    for encoder in (model.point_model, model.image_model):
-        autocast_forward(encoder, device.type, dtype)
+    model = CLIP2Point(SimpleNamespace(views=10, dim=0, model="PointNet"), clip_model=vit_b32_clip(),
+                       amp=dtype).to(device)
     optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=0.006,
                                      weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=100, eta_min=1e-5)

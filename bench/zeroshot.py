@@ -26,7 +26,6 @@ from models.zeroshot import encode_views, render_views  # noqa: E402
 from render import Renderer, Selector  # noqa: E402
 from utils import encode_prompts, zeroshot_logits  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
-from utils.training import autocast_forward  # noqa: E402
 
 
 @torch.no_grad()
@@ -34,7 +33,7 @@ def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str
     """Seconds spent loading, rendering and encoding `args.objects` objects on `device`."""
     clip_model = vit_b32_clip().to(device)
     prompts = encode_prompts(clip_model, dataset.dataset.prompts, device)
-    encoder = autocast_forward(clip_model.visual, device.type, amp_dtype(args.amp, device))
+    encoder, amp = clip_model.visual, amp_dtype(args.amp, device)
     selector, renderer = Selector(args.views).to(device), Renderer(backend=args.backend)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     seconds = {"loading": 0.0, "rendering": 0.0, "encoding": 0.0}
@@ -53,7 +52,7 @@ def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str
             maps = render_views(selector, renderer, points, args.views, rot=True)
             sync(device)
             rendered = time.perf_counter()
-            features = encode_views(encoder, maps)
+            features = encode_views(encoder, maps, amp)
             zeroshot_logits(features, prompts, args.views).argmax(dim=1).cpu()
             sync(device)
             encoded = time.perf_counter()

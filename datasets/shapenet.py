@@ -8,6 +8,7 @@ from PIL import Image
 
 from datasets.classnames import SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS
 from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
+from render.renderer import CLIP_MEAN, CLIP_STD
 from render.selector import view_angles
 
 # The 10 views of SPEC section 3 (the renderer's view set); view k is also the RGB image k.png.
@@ -94,8 +95,6 @@ class ShapeNet55(PointDataset):
 def load_image(path: Path, image_size: int = 224) -> torch.Tensor:
     """RGB image -> (3, S, S) float tensor, CLIP-normalised. Transparency is composed on white;
     an image of another square size is resized (bicubic) to S."""
-    from render.renderer import CLIP_MEAN, CLIP_STD
-
     try:
         with Image.open(path) as img:
             img.load()

@@ -27,8 +27,11 @@ from PIL import Image
 from datasets.classnames import (MODELNET10_CLASSES, MODELNET40_CLASSES, SCANOBJECTNN_CLASSES,
                                  SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS)
 from datasets.common import PathLike, normalize
+from datasets.prepare import export_ply
 from datasets.scanobjectnn import VARIANTS
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
+from render import Renderer
+from render.renderer import CLIP_MEAN, CLIP_STD
 
 VERSION = 2  # 2: ModelNet*_Ply exported with the stratified mesh sampler
 MARKER = ".synthetic_complete.json"
@@ -217,9 +220,6 @@ def write_renderings(root: Path, clouds: Dict[str, np.ndarray], seed: int, image
                      batch: int = 32) -> None:
     """`root/<synset>_<model>/<k>.png`: depth maps of each cloud from the 10 views, drawn with the
     depth renderer and tinted with the class colour (a stand-in for real RGB renderings)."""
-    from render import Renderer
-    from render.renderer import CLIP_MEAN, CLIP_STD
-
     renderer = Renderer(image_size=image_size)
     ids = [i for i in sorted(clouds) if i not in SHAPENET55_EXCLUDED]
     azim = torch.tensor(VIEWS_10_AZIM)
@@ -267,8 +267,6 @@ def generate(out_dir: PathLike = "data/synthetic", seed: int = 0, image_size: in
 
     Skips the work when a complete dataset for this seed is there (marker file), unless `force`.
     """
-    from datasets.prepare import export_ply
-
     out = Path(out_dir)
     if not force and is_complete(out, seed, image_size):
         return out

@@ -1,6 +1,6 @@
 """CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (SPEC section 5)."""
 import copy
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -10,6 +10,7 @@ from models.common import clip_visual, frozen_copy
 from models.zeroshot import view_features
 from render import Renderer, Selector
 from utils import distributed
+from utils.amp import autocast_encode
 
 TEMPERATURE = 0.07
 NTXENT_SCOPES = ("global", "local")
@@ -21,10 +22,12 @@ class CLIP2Point(nn.Module):
     args: `views` (6 or 10), `dim` (0, or 512 for the learnable selector), `model` ("PointNet" or
     "DGCNN"), `clip` (name or path, read when `clip_model` is None), optional `backend` and
     `ntxent_scope` ("global", the default, or "local"; matters only under torchrun).
+    `amp`: autocast dtype of the two image encoders (None: float32).
     """
 
-    def __init__(self, args, clip_model=None):
+    def __init__(self, args, clip_model=None, amp: Optional[torch.dtype] = None):
         super().__init__()
+        self.amp = amp
         self.views = args.views
         self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
         self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
@@ -71,10 +74,10 @@ class CLIP2Point(nn.Module):
         depths = self.renderer(points, a, e, d, 1, aug=True, rot=False)  # (B, 2, 3, S, S)
         # copy 1 of every object, then copy 2, encoded as one batch of 2B
         depths = depths.transpose(0, 1).reshape(2 * B, *depths.shape[2:])
-        feats = self.point_model(depths)
+        feats = autocast_encode(self.point_model, depths, self.amp)
         f1, f2 = feats[:B], feats[B:]
         with torch.no_grad():
-            f_img = self.image_model(images.reshape(B, *images.shape[-3:]))
+            f_img = autocast_encode(self.image_model, images.reshape(B, *images.shape[-3:]), self.amp)
         f_depth = (f1 + f2) / 2
         image_loss, depth_loss = self.contrastive(f1, f2, f_depth, f_img)
         loss = image_loss + depth_loss / self.weights ** 2 + torch.log(self.weights + 1)
@@ -82,4 +85,5 @@ class CLIP2Point(nn.Module):
 
     def infer(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
         """points (B, N, 3) -> L2-normalised depth features (B*V, C) of the selector's views."""
-        return view_features(self.selector, self.renderer, self.point_model, points, self.views, rot).flatten(0, 1)
+        return view_features(self.selector, self.renderer, self.point_model, points, self.views, rot,
+                             self.amp).flatten(0, 1)

@@ -1,5 +1,5 @@
 """Dual-Path Adapter for few-shot classification (SPEC section 6)."""
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn as nn
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from models.adapter import SimplifiedAdapter
 from models.common import clip_visual, frozen_copy
 from render import Renderer, Selector
+from utils.amp import autocast_encode
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
 
 FEATURE_DIM = 512
@@ -19,11 +20,13 @@ class DPA(nn.Module):
 
     args: `views`, `dim`, `model`, `clip` (used when `clip_model` is None), `ckpt` (pre-training
     checkpoint loaded into `pre_model` unless `eval`: then a whole few-shot checkpoint is expected
-    to be loaded afterwards), optional `backend`.
+    to be loaded afterwards), optional `backend`. `amp`: autocast dtype of the two encoders (None:
+    float32).
     """
 
-    def __init__(self, args, eval: bool = False, clip_model=None):
+    def __init__(self, args, eval: bool = False, clip_model=None, amp: Optional[torch.dtype] = None):
         super().__init__()
+        self.amp = amp
         self.views = args.views
         self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
         self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
@@ -55,6 +58,7 @@ class DPA(nn.Module):
         with torch.set_grad_enabled(need_grad):
             imgs = self.renderer(points, azim, elev, dist, self.views, rot=True)
             imgs = imgs.reshape(-1, *imgs.shape[2:])
-            f_pre, f_ori = self.pre_model(imgs), self.ori_model(imgs)
+            f_pre = autocast_encode(self.pre_model, imgs, self.amp)
+            f_ori = autocast_encode(self.ori_model, imgs, self.amp)
         feats = (self.adapter1(f_pre) + self.adapter2(f_ori)) / 2
         return F.normalize(feats, dim=-1)

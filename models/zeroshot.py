@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from render import RealisticProjection
+from utils.amp import autocast_encode
 
 
 def render_views(selector: nn.Module, renderer: nn.Module, points: torch.Tensor, views: int,
@@ -25,14 +26,15 @@ def project_views(projection: nn.Module, points: torch.Tensor, selector: Optiona
     return render_views(selector, projection, points, views, rot)
 
 
-def encode_views(encoder: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Images (B, V, 3, S, S) -> L2-normalised features (B, V, D), every view encoded alone."""
+def encode_views(encoder: nn.Module, images: torch.Tensor, amp: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Images (B, V, 3, S, S) -> L2-normalised features (B, V, D), every view encoded alone (under
+    autocast to `amp` when given)."""
     B, V = images.shape[:2]
-    features = encoder(images.flatten(0, 1))
+    features = autocast_encode(encoder, images.flatten(0, 1), amp)
     return F.normalize(features, dim=-1).view(B, V, -1)
 
 
 def view_features(selector: nn.Module, renderer: nn.Module, encoder: nn.Module, points: torch.Tensor,
-                  views: int, rot: bool) -> torch.Tensor:
+                  views: int, rot: bool, amp: Optional[torch.dtype] = None) -> torch.Tensor:
     """points (B, N, 3) -> L2-normalised features (B, V, D) of the selector's views."""
-    return encode_views(encoder, render_views(selector, renderer, points, views, rot))
+    return encode_views(encoder, render_views(selector, renderer, points, views, rot), amp)

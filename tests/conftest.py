@@ -1,7 +1,8 @@
 """Shared pytest fixtures."""
 import pytest
 
-from utils.clip_loader import load_clip, write_tiny_clip
+from utils.clip_loader import load_clip
+from utils.tiny_clip import write_tiny_clip
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from models import DPA
 from tests.data_fixtures import synthetic_root
 from utils import save_checkpoint
 from utils.cli import UsageError, amp_dtype
-from utils.training import autocast_forward, grad_scaler, optimizer_step
+from utils.amp import autocast_encode, grad_scaler, optimizer_step
 
 PARSERS = {"pretraining": (pretraining, ["--exp_name", "x"]), "fewshot": (fewshot, []), "zeroshot": (zeroshot, [])}
 
@@ -53,32 +53,47 @@ def test_amp_dtype_on_cpu_is_ignored_with_a_note(capsys):
         amp_dtype("half", torch.device("cpu"))
 
 
-def test_autocast_forward_wraps_only_the_module(tiny_clip):
+def test_autocast_encode_runs_only_the_encoder_in_low_precision(tiny_clip):
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     encoder = DPA(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
                   clip_model=tiny_clip).ori_model
-    keys = list(encoder.state_dict())
     reference = encoder(images)
-    assert autocast_forward(encoder, "cpu", None) is encoder
-    torch.testing.assert_close(encoder(images), reference, rtol=0, atol=0)
+    torch.testing.assert_close(autocast_encode(encoder, images, None), reference, rtol=0, atol=0)
     # the mechanics, shown with CPU bfloat16 autocast (the scripts use it on CUDA only)
-    autocast_forward(encoder, "cpu", torch.bfloat16)
-    out = encoder(images)
-    assert out.dtype == torch.float32 and list(encoder.state_dict()) == keys
+    out = autocast_encode(encoder, images, torch.bfloat16)
+    assert out.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
     assert all(p.dtype == torch.float32 for p in encoder.parameters())
     assert not torch.equal(out, reference)  # the matmuls did run in bfloat16
     torch.testing.assert_close(out, reference, rtol=0.1, atol=0.1)
+    torch.testing.assert_close(encoder(images), reference, rtol=0, atol=0)  # the module itself is untouched
+
+
+def test_models_with_amp_keep_their_keys_and_copy_normally(tiny_clip):
+    import copy
+
+    args = SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None)
+    plain = DPA(args, eval=True, clip_model=tiny_clip)
+    mixed = DPA(args, eval=True, clip_model=tiny_clip, amp=torch.bfloat16)
+    assert list(mixed.state_dict()) == list(plain.state_dict())
+    assert "forward" not in vars(mixed.pre_model)  # no per-instance forward
+    clone = copy.deepcopy(mixed)
+    assert clone.amp is torch.bfloat16
+    clone.load_state_dict(plain.state_dict())  # same weights, so only the precision differs
+    points = torch.rand(2, 64, 3, generator=torch.Generator().manual_seed(0))
+    plain.eval(), clone.eval()
+    out, ref = clone(points), plain(points)
+    assert out.dtype == torch.float32 and not torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, rtol=0.1, atol=0.1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_autocast_forward_on_cuda(tiny_clip):
+def test_autocast_encode_on_cuda(tiny_clip):
     import copy
 
     encoder = copy.deepcopy(tiny_clip.visual).cuda()
     images = torch.randn(2, 3, 224, 224, device="cuda")
     reference = encoder(images)
-    autocast_forward(encoder, "cuda", amp_dtype("fp16", torch.device("cuda")))
-    out = encoder(images)
+    out = autocast_encode(encoder, images, amp_dtype("fp16", torch.device("cuda")))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference, rtol=0.05, atol=0.05)
 

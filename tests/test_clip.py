@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import (ClipLoadError, ClipWeightsMissing, encode_prompts, load_clip, write_tiny_clip,
-                   zeroshot_logits)
+from utils import ClipLoadError, ClipWeightsMissing, encode_prompts, load_clip, zeroshot_logits
+from utils.tiny_clip import write_tiny_clip
 
 
 def test_tiny_clip_is_a_plain_state_dict_and_deterministic(tmp_path, tiny_clip_path):

@@ -24,7 +24,8 @@ from render import Renderer
 from tests.data_fixtures import synthetic_root
 from utils import distributed, load_clip
 from utils.cli import UsageError
-from utils.training import predict_all, resume
+from utils.evaluation import predict_all
+from utils.resume import resume
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

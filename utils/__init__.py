@@ -1,5 +1,5 @@
 """Shared helpers: CLIP loading and prompts, checkpoints."""
-from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, write_tiny_clip
+from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip
 from utils.prompts import encode_prompts
 from utils.scoring import zeroshot_logits
 from utils.checkpoint import CheckpointError, PRETRAIN_KIND, FEWSHOT_KIND

@@ -1,13 +1,11 @@
-"""What the three entry scripts share: flags, errors, seeding, devices, run folders and logs."""
+"""What the entry scripts share: flags and their checks, errors, devices, run logs."""
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from utils import distributed
@@ -84,32 +82,19 @@ def amp_dtype(amp: str, device: torch.device, announce: bool = True) -> Optional
     return AMP_DTYPES[amp]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every global random generator's state, for checkpoints that resume exactly."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def loader_workers(num_workers: int) -> int:
     if num_workers < 0:
         raise UsageError(f"--num_workers must be >= 0, got {num_workers}")
     return num_workers
+
+
+def check_batches(dataset, batch_size: int, name: str) -> None:
+    """Training drops the last incomplete batch: a batch larger than the data would train nothing."""
+    if batch_size < 1:
+        raise UsageError(f"--batch_size must be >= 1, got {batch_size}")
+    if len(dataset) < batch_size:
+        raise UsageError(f"--batch_size {batch_size} is larger than the {len(dataset)} objects of {name}; "
+                         f"no full batch to train on")
 
 
 class RunLog:

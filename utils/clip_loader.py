@@ -1,4 +1,4 @@
-"""CLIP loading, and a tiny random CLIP in the real checkpoint format for tests and the demo."""
+"""CLIP loading: a model name (cached download) or a local checkpoint, with one-line errors."""
 import os
 import pickle
 import socket
@@ -9,9 +9,8 @@ from typing import Optional, Union
 
 import clip
 import torch
-from clip.model import CLIP, build_model, convert_weights
+from clip.model import CLIP, build_model
 
-from utils.checkpoint import save_checkpoint
 from utils.errors import ClipLoadError, ClipWeightsMissing
 
 DEFAULT_CLIP = "ViT-B/32"
@@ -110,20 +109,3 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
             f"or a local checkpoint file (--clip PATH)"
         )
     return model.float().to(device).eval()
-
-
-def write_tiny_clip(path: str, seed: int = 0) -> str:
-    """Write a randomly initialised small ViT CLIP as a state-dict checkpoint readable by load_clip.
-
-    Same family as ViT-B/32 (512-d embeddings, 224 px input, patch 32, the real 49408-token
-    vocabulary and context 77) but 2 layers of width 64, so it builds and runs in a blink.
-    `build_model` re-infers every size from the keys (heads = width // 64 = 1).
-    """
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.random.default_generator.manual_seed(seed)
-        model = CLIP(embed_dim=512, image_resolution=224, vision_layers=2, vision_width=64,
-                     vision_patch_size=32, context_length=77, vocab_size=49408,
-                     transformer_width=64, transformer_heads=1, transformer_layers=2)
-    convert_weights(model)  # half precision where OpenAI's checkpoints have it
-    save_checkpoint(model.state_dict(), path)
-    return path

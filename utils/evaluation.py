@@ -1,4 +1,5 @@
-"""Classification accuracy: predictions over a loader, the per-class table, the predictions CSV."""
+"""Classification accuracy: predictions over a loader (sharded under torchrun), the per-class table,
+the predictions CSV."""
 import csv
 import os
 from typing import Callable, List, Sequence, Tuple
@@ -7,6 +8,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
+
+from utils import distributed
+from utils.scoring import zeroshot_logits
 
 
 @torch.no_grad()
@@ -35,6 +39,23 @@ def collect_features(features_fn: Callable[[torch.Tensor], torch.Tensor], loader
     if not labels:
         raise ValueError("collect_features: the loader gave no batches")
     return torch.cat(features), torch.cat(labels)
+
+
+def predict_all(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
+                desc: str) -> Tuple[np.ndarray, np.ndarray]:
+    """`predict` over an `distributed.eval_loader`: labels and predictions of the whole dataset, in
+    order, on every process (under torchrun each process evaluates its shard)."""
+    labels, preds = predict(logits_fn, loader, device, desc, progress=distributed.is_main())
+    return distributed.gather_predictions(labels, preds, loader)
+
+
+def zeroshot_accuracy(infer: Callable[..., torch.Tensor], loader: DataLoader, prompts: torch.Tensor, views: int,
+                      device: torch.device, rot: bool, desc: str) -> float:
+    """Zero-shot accuracy of `infer(points, rot) -> (B*V, C)` normalised features (SPEC section 4),
+    over the whole dataset of an `eval_loader` (sharded under torchrun)."""
+    labels, preds = predict_all(lambda p: zeroshot_logits(infer(p, rot=rot), prompts, views), loader, device,
+                                desc)
+    return accuracy(labels, preds)
 
 
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
