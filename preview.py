@@ -1,6 +1,7 @@
 """Render a point cloud or mesh file into a PNG grid of depth maps.
 
     python preview.py INPUT --views 10 --out grid.png
+    python preview.py INPUT --projection realistic --rot --out grid.png   # PointCLIP V2's projection
 
 INPUT is .npy (N x 3+), .xyz (text, x y z per line), .ply (vertices) or .off (mesh, sampled
 with the datasets' stratified sampler). The cloud is centred and scaled to the unit sphere,
@@ -16,8 +17,9 @@ from PIL import Image
 from datasets.common import normalize
 from datasets.mesh import read_off, sample_surface
 from datasets.modelnet import read_ply_points
-from render import Renderer, Selector
+from render import RealisticProjection, Renderer, Selector
 from render.pictures import depth_grid
+from render.renderer import ROTATION
 from utils.cli import ArgumentParser, run
 from utils.errors import DataError, UsageError
 
@@ -51,12 +53,20 @@ def load_points(path: Path, num_points: int = 2048, seed: int = 0) -> np.ndarray
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.projection == "realistic" and args.views != RealisticProjection.views:
+        raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
     points = torch.from_numpy(load_points(Path(args.input), args.num_points))[None]
-    azim, elev, dist = Selector(args.views)(points)
-    renderer = Renderer(image_size=args.image_size, backend=args.backend)
-    images = renderer(points, azim, elev, dist, args.views, rot=args.rot)
-    Image.fromarray(depth_grid(images[0])).save(args.out)
-    print(f"wrote {args.out} ({args.views} views of {points.shape[1]} points)")
+    if args.projection == "realistic":
+        # fixed views of 224 px (--image_size and --backend do not apply)
+        if args.rot:
+            points = points @ torch.tensor(ROTATION)
+        images = RealisticProjection()(points)
+    else:
+        azim, elev, dist = Selector(args.views)(points)
+        renderer = Renderer(image_size=args.image_size, backend=args.backend)
+        images = renderer(points, azim, elev, dist, args.views, rot=args.rot)
+    Image.fromarray(depth_grid(images[0], clip_normalised=args.projection == "depth")).save(args.out)
+    print(f"wrote {args.out} ({args.views} {args.projection} views of {points.shape[1]} points)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -68,6 +78,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_points", type=int, default=2048, help="points sampled from a mesh (default 2048)")
     parser.add_argument("--rot", action="store_true", help="apply the downstream rotation (ModelNet)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"], help="renderer backend")
+    parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
+                        help="depth = CLIP2Point's depth maps (default); realistic = PointCLIP V2's projection "
+                             "(10 views of 224 px)")
     return parser
 
 

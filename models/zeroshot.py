@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from render import RealisticProjection
+from render.renderer import ROTATION
 from utils.amp import autocast_encode
 
 
@@ -19,9 +20,11 @@ def render_views(selector: nn.Module, renderer: nn.Module, points: torch.Tensor,
 def project_views(projection: nn.Module, points: torch.Tensor, selector: Optional[nn.Module] = None,
                   views: int = 6, rot: bool = False) -> torch.Tensor:
     """points (B, N, 3) -> images (B, V, 3, S, S) of either projection: a `RealisticProjection`
-    (its ten fixed views, values in [0, 1], the points as given) or a `Renderer` (CLIP-normalised
-    depth maps from the selector's viewpoints, rotated first when `rot`)."""
+    (its ten fixed views, values in [0, 1]) or a `Renderer` (CLIP-normalised depth maps from the
+    selector's viewpoints). `rot` turns ModelNet's z-up objects y-up first, for both."""
     if isinstance(projection, RealisticProjection):
+        if rot:  # the realistic views circle the y axis, as the depth renderer's camera does
+            points = points @ torch.tensor(ROTATION, dtype=points.dtype, device=points.device)
         return projection(points)
     return render_views(selector, projection, points, views, rot)
 

@@ -9,13 +9,17 @@ import torch.nn as nn
 from render.renderer import to_display
 
 
-def depth_grid(images: torch.Tensor, ncol: Optional[int] = None, gap: int = 2) -> np.ndarray:
-    """CLIP-normalised depth maps (V, 3, S, S) -> uint8 picture (H, W, 3), `ncol` maps per row."""
+def depth_grid(images: torch.Tensor, ncol: Optional[int] = None, gap: int = 2,
+               clip_normalised: bool = True) -> np.ndarray:
+    """Depth maps (V, 3, S, S), CLIP-normalised or (clip_normalised=False, as the realistic
+    projection gives them) in [0, 1] -> uint8 picture (H, W, 3), `ncol` maps per row."""
     V, _, S, _ = images.shape
     ncol = ncol or math.ceil(V / 2)
     nrow = math.ceil(V / ncol)
     grid = np.full((nrow * (S + gap) + gap, ncol * (S + gap) + gap, 3), 128, dtype=np.uint8)
-    tiles = (to_display(images.detach().float().cpu()) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    images = images.detach().float().cpu()
+    images = to_display(images) if clip_normalised else images.clamp(0, 1)
+    tiles = (images * 255).round().byte().permute(0, 2, 3, 1).numpy()
     for k, tile in enumerate(tiles):
         r, c = divmod(k, ncol)
         grid[gap + r * (S + gap): gap + r * (S + gap) + S, gap + c * (S + gap): gap + c * (S + gap) + S] = tile

@@ -1,6 +1,10 @@
 """PointCLIP V2's realistic projection against hand computations."""
 import math
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +12,7 @@ import torch.nn.functional as F
 from render import RealisticProjection
 from render.realistic import RESOLUTION
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S2 = math.sqrt(0.5)
 # Rx(a) @ Ry(b) @ Rz(c) of the ten views, multiplied out by hand
 VIEW_MATRICES = [
@@ -149,11 +154,42 @@ def test_single_point_cloud_is_centred(proj):
     assert torch.all(images[0, :, 0, 112, 112] == 0) and torch.all(images[0, :, 0, 0, 0] == 1)
 
 
+def test_upright_objects_stand_along_the_rows(proj):
+    """The eight side views circle the y axis, which runs down the image rows; `rot` (ModelNet) first
+    turns z-up objects y-up, as for the depth renderer."""
+    from models.zeroshot import project_views
+    t = torch.linspace(-1, 1, 200)
+    wobble = 0.05 * torch.sin(7 * t)
+    pole_y = torch.stack([wobble, t, wobble.flip(0)], dim=1)[None]  # a tall object, y up
+    pole_z = torch.stack([wobble, wobble.flip(0), t], dim=1)[None]  # the same, z up (ModelNet)
+    for images in (proj(pole_y), project_views(proj, pole_z, rot=True)):
+        dark = images[0, :8, 0] < 0.99  # (8, 224, 224)
+        rows = dark.any(dim=2).sum(dim=1)
+        cols = dark.any(dim=1).sum(dim=1)
+        assert torch.all(rows > 150) and torch.all(cols < 80), (rows, cols)
+
+
 def test_bad_input(proj):
     with pytest.raises(ValueError, match="B, N, 3"):
         proj(torch.zeros(5, 3))
     with pytest.raises(ValueError, match="empty"):
         proj(torch.zeros(1, 0, 3))
+
+
+def test_preview_realistic_grid(tmp_path):
+    from PIL import Image
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, random_clouds(1, 500)[0].numpy())
+    out = tmp_path / "grid.png"
+    subprocess.run([sys.executable, "preview.py", str(cloud), "--projection", "realistic", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (2 * 224 + 3 * 2, 5 * 224 + 6 * 2, 3)  # 10 views: 2 rows x 5 columns, 2 px gaps
+    tile = img[2:226, 2:226]
+    assert tile.max() == 255 and tile.min() == 0  # white background, the nearest points black
+    result = subprocess.run([sys.executable, "preview.py", str(cloud), "--projection", "realistic",
+                             "--views", "6", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "--views 6" in result.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
