@@ -11,9 +11,10 @@ features of "image of a {class}"; the similarities are summed over the views (or
 """
 import argparse
 import time
+from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
 from models.zeroshot import encode_views, project_views
@@ -101,8 +102,8 @@ def build_search_set(args: argparse.Namespace, device: torch.device):
     return ModelNet40Align(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed)
 
 
-def pick_view_weights(features_fn, search_set, prompts: torch.Tensor, args: argparse.Namespace,
-                      device: torch.device) -> torch.Tensor:
+def pick_view_weights(features_fn: Callable[[torch.Tensor], torch.Tensor], search_set: Dataset,
+                      prompts: torch.Tensor, args: argparse.Namespace, device: torch.device) -> torch.Tensor:
     """Encode the search objects once, search the view weights on their cached similarities, print
     them and the accuracy on these held-out training objects -> weights (V,)."""
     loader = DataLoader(search_set, batch_size=args.test_batch_size, shuffle=False,
