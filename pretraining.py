@@ -36,8 +36,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="views for validation (default 10)")
     parser.add_argument("--num_points", type=int, default=1024, help="points per object (default 1024)")
     parser.add_argument("--ckpt", default=None, help="pre-training checkpoint to start the depth encoder from")
-    parser.add_argument("--dim", type=int, default=0, help="learnable view selector feature size, 0 = fixed views "
-                                                          "(default 0; the learnable variant uses 512)")
+    parser.add_argument("--dim", type=int, default=0,
+                        help="view selector feature size, 0 = fixed views (default 0). With 512 the MVTN-style "
+                             "selector is built (and saved in the checkpoints) but gets no gradient here: the "
+                             "training step renders at the ShapeNet renderings' own angles, the selector only "
+                             "picks the validation and test views, with its initial weights")
     parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
                         help="shape extractor of the learnable view selector (default PointNet)")
     parser.add_argument("--batch_size", type=int, default=256, help="objects per training batch (default 256)")

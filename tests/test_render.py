@@ -260,7 +260,7 @@ def test_learnable_selector(extractor):
     assert torch.equal(dist, base[2])
     assert not torch.equal(azim, base[0])
     (azim.sum() + elev.sum()).backward()
-    assert selector.feature_extractor.head[0].weight.grad.abs().sum() > 0
+    assert selector.feature_extractor.fe_model.classifier[0].weight.grad.abs().sum() > 0
     assert "view_selector.views_azim" in selector.state_dict()
     with pytest.raises(ValueError, match="unknown shape extractor"):
         Selector(6, 512, "PointNet++")
