@@ -1,6 +1,7 @@
 """Few-shot classification with the Dual-Path Adapter (SPEC section 6).
 
     python fewshot.py --exp_name NAME --ckpt best_eval.pth     # train on 16 shots of ModelNet40
+    python fewshot.py --exp_name NAME                          # both paths from CLIP's own image tower
     python fewshot.py --eval --ckpt best_test.pth              # evaluate a few-shot checkpoint
     torchrun --nproc_per_node 4 fewshot.py --exp_name NAME --ckpt best_eval.pth   # DDP, global batch
 
@@ -35,8 +36,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exp_name", default=None, help="name of the run folder under --output_dir (training)")
     parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="number of views (default 10)")
     parser.add_argument("--ckpt", default=None,
-                        help="training: pre-training checkpoint (best_eval.pth) for the depth encoder; "
-                             "--eval: few-shot checkpoint (best_test.pth)")
+                        help="training: pre-training checkpoint (best_eval.pth) for the depth encoder (without "
+                             "it both paths start from CLIP's own image tower); --eval: few-shot checkpoint "
+                             "(best_test.pth)")
     parser.add_argument("--dim", type=int, default=0, help="learnable view selector feature size, 0 = fixed views "
                                                           "(default 0; the learnable variant uses 512)")
     parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
@@ -45,6 +47,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test_batch_size", type=int, default=32, help="objects per evaluation batch (default 32)")
     parser.add_argument("--epoch", type=int, default=100, help="training epochs (default 100)")
     parser.add_argument("--eval", action="store_true", help="only evaluate --ckpt on ModelNet40_Ply")
+    parser.add_argument("--test_source", default="align", choices=["align", "ply"],
+                        help="test after every training epoch on points freshly sampled from the ModelNet40_Align "
+                             "test meshes (align, default, as the published code) or on the fixed ModelNet40_Ply "
+                             "points (ply, the set --eval reports on)")
+    parser.add_argument("--eval_seed", type=int, default=None, metavar="N",
+                        help="with --test_source align: sample the test points once by this seed instead of anew "
+                             "every epoch")
     parser.add_argument("--shots", type=int, default=16, help="training objects per class (default 16)")
     parser.add_argument("--num_points", type=int, default=1024, help="points per object (default 1024)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
@@ -89,8 +98,8 @@ def main(args: argparse.Namespace):
         return evaluate(args, device)
     if not args.exp_name:
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
-    if not args.ckpt:
-        raise UsageError("training needs --ckpt, a pre-training checkpoint (best_eval.pth) for the depth encoder")
+    if args.eval_seed is not None and args.eval_seed < 0:
+        raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
     if args.shots < 1:
         raise UsageError(f"--shots must be >= 1, got {args.shots}")
     main_process = distributed.is_main()
@@ -101,7 +110,10 @@ def main(args: argparse.Namespace):
     # the shots come from the seeded global generator, so a resumed run draws the same ones (and
     # every process of a torchrun draws the same ones)
     train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points)
-    test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
+    if args.test_source == "align":  # published: new points from the test meshes every epoch
+        test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
+    else:
+        test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
     # --batch_size is the global batch; under torchrun every process loads its share
@@ -130,8 +142,10 @@ def main(args: argparse.Namespace):
     writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}"
                  if distributed.world_size() > 1 else "")
+    encoder = args.ckpt or "CLIP's image tower (no --ckpt)"
     log(f"train {len(train_set)} objects ({args.shots} shots x {len(train_set.classes)} classes), test "
-        f"{len(test_set)}; device {device}{processes}; epochs {start_epoch + 1}..{args.epoch}")
+        f"{len(test_set)} ({test_set.name}); depth encoder {encoder}; device {device}{processes}; "
+        f"epochs {start_epoch + 1}..{args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()

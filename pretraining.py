@@ -6,7 +6,8 @@
 Depth maps of an object rendered at two jittered distances are pulled together (intra-modality)
 and their mean is pulled towards the frozen CLIP feature of an RGB rendering from the same view
 (cross-modality). After every epoch the encoder is validated zero-shot on the ShapeNet55 test
-split and tested on ModelNet40; the best checkpoints land in <output_dir>/<exp_name>/.
+split and tested on ModelNet40 (new points every epoch unless --eval_seed); the best checkpoints
+land in <output_dir>/<exp_name>/.
 """
 import argparse
 import os
@@ -25,6 +26,7 @@ from render.pictures import depth_picture
 from utils.amp import grad_scaler, optimizer_step
 from utils.cli import (ArgumentParser, RunLog, add_common_arguments, amp_dtype, check_batches, get_device,
                        loader_workers, run)
+from utils.errors import UsageError
 from utils.evaluation import zeroshot_accuracy
 from utils.resume import resume, save_last
 from utils.seeding import seed_everything
@@ -50,6 +52,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="LAMB weight decay (default 1e-4)")
     parser.add_argument("--output_dir", default="pre_results", help="where run folders go (default pre_results)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
+    parser.add_argument("--eval_seed", type=int, default=None, metavar="N",
+                        help="fix the evaluation points (ShapeNet55 test subsets, ModelNet40 mesh samples) by "
+                             "this seed, the same every epoch; default: new points every epoch, as the published "
+                             "code (best_val/best_test then also pick lucky draws)")
     parser.add_argument("--ntxent_scope", default="global", choices=["global", "local"],
                         help="under torchrun: global = NT-Xent negatives from the whole global batch, as one "
                              "process with --batch_size (default); local = each process's own slice, as the "
@@ -67,8 +73,11 @@ def main(args: argparse.Namespace) -> dict:
     workers = loader_workers(args.num_workers)
 
     train_set = ShapeNetRender(args.data_root, "train", num_points=args.num_points)
-    val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.seed)
-    test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.seed)
+    if args.eval_seed is not None and args.eval_seed < 0:
+        raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
+    # published: evaluation points drawn anew every epoch (from the generator --seed seeds)
+    val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
+    test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
     check_batches(train_set, args.batch_size, "the ShapeNet55 training split")
     # --batch_size is the global batch; under torchrun every process loads its share
     train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=True,

@@ -40,8 +40,10 @@ def pretrained(tmp_path_factory, data, tiny_clip_path):
 @pytest.fixture(scope="module")
 def fewshot_run(tmp_path_factory, data, tiny_clip_path, pretrained):
     out = tmp_path_factory.mktemp("exp")
+    # tested on the fixed points, so that --eval of best.pth can be compared with the logged accuracy
     args = parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
-                 pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2, "--output_dir", out)
+                 pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2, "--output_dir", out,
+                 "--test_source", "ply")
     best = fewshot.main(args)
     return out / "run", best
 
@@ -143,7 +145,8 @@ def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, ca
 
 def test_fewshot_resume_matches_straight_run(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
     common = ["--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
-              pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--output_dir", tmp_path]
+              pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--output_dir", tmp_path,
+              "--test_source", "ply"]
     fewshot.main(parse(fewshot, *common, "--epoch", 1))
     fewshot.main(parse(fewshot, *common, "--epoch", 2, "--resume"))
     straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
@@ -179,7 +182,10 @@ def test_user_errors_exit_2_with_one_line(tmp_path, data, tiny_clip_path, pretra
     err = exit_of(pretraining, capsys, "--exp_name", "again", "--data_root", data, "--clip", tiny_clip_path,
                   "--batch_size", 16, "--output_dir", tmp_path, "--resume")
     assert "last.pth" in err
-    exit_of(fewshot, capsys, "--exp_name", "nockpt", "--data_root", data, "--clip", tiny_clip_path)
+    for module in (pretraining, fewshot):
+        err = exit_of(module, capsys, "--exp_name", "neg", "--data_root", data, "--clip", tiny_clip_path,
+                      "--eval_seed", -1, "--output_dir", tmp_path)
+        assert "--eval_seed must be >= 0, got -1" in err
 
 
 def test_bad_flag_from_the_command_line():
@@ -193,3 +199,55 @@ def test_help_documents_every_flag():
     for module in (pretraining, zeroshot, fewshot):
         for action in module.get_args_parser()._actions:
             assert action.help, f"{module.__name__}: {action.option_strings} has no help text"
+
+
+def recording(monkeypatch, module, name):
+    """Replace dataset class `name` in `module` by a subclass that records each construction."""
+    built = []
+    base = getattr(module, name)
+
+    class Recorded(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append((self.partition, self.seed))
+
+    monkeypatch.setattr(module, name, Recorded)
+    return built
+
+
+@pytest.mark.parametrize("extra, seed", [((), None), (("--eval_seed", 3), 3)])
+def test_pretraining_evaluation_points_are_new_every_epoch_unless_eval_seed(
+        tmp_path, data, tiny_clip_path, monkeypatch, extra, seed):
+    shapenet = recording(monkeypatch, pretraining, "ShapeNet55")
+    modelnet = recording(monkeypatch, pretraining, "ModelNet40Align")
+    pretraining.main(parse(pretraining, "--exp_name", "e", "--data_root", data, "--clip", tiny_clip_path,
+                           "--batch_size", 16, "--epoch", 0, "--output_dir", tmp_path, *extra))
+    # seed None: every access draws new points (from the generator --seed seeds)
+    assert shapenet == [("test", seed)] and modelnet == [("test", seed)]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ((), ("ModelNet40Align", "test", None)),  # published: fresh points from the test meshes every epoch
+    (("--eval_seed", 4), ("ModelNet40Align", "test", 4)),
+    (("--test_source", "ply"), ("ModelNet40Ply", "test", None)),
+])
+def test_fewshot_test_source(tmp_path, data, tiny_clip_path, monkeypatch, extra, expected):
+    built = {name: recording(monkeypatch, fewshot, name) for name in ("ModelNet40Align", "ModelNet40Ply")}
+    fewshot.main(parse(fewshot, "--exp_name", "s", "--data_root", data, "--clip", tiny_clip_path, "--shots", 1,
+                       "--epoch", 0, "--output_dir", tmp_path, *extra))
+    tests = [(name, part, seed) for name, runs in built.items() for part, seed in runs if part == "test"]
+    assert tests == [expected]
+    assert built["ModelNet40Align"][0][0] == "train"  # the shots always come from the training meshes
+
+
+def test_fewshot_without_ckpt_trains_from_clip_on_both_paths(tmp_path, data, tiny_clip_path):
+    best = fewshot.main(parse(fewshot, "--exp_name", "clip", "--data_root", data, "--clip", tiny_clip_path,
+                              "--shots", 1, "--batch_size", 16, "--epoch", 1, "--output_dir", tmp_path))
+    run_dir = tmp_path / "clip"
+    lines, epochs = epoch_lines(run_dir)
+    assert len(epochs) == 1 and 0.0 <= best["test"] <= 1.0
+    assert any("(ModelNet40_Align); depth encoder CLIP's image tower (no --ckpt)" in line for line in lines)
+    state = torch.load(run_dir / "best.pth", map_location="cpu", weights_only=True)
+    pre = {k[len("pre_model."):]: v for k, v in state.items() if k.startswith("pre_model.")}
+    ori = {k[len("ori_model."):]: v for k, v in state.items() if k.startswith("ori_model.")}
+    assert pre.keys() == ori.keys() and all(torch.equal(pre[k], ori[k]) for k in pre)

@@ -194,3 +194,10 @@ def test_published_fewshot_checkpoint_with_learnable_selector(extractor, tiny_cl
     assert "\n" not in message and message.startswith("old.pth does not match")
     assert "missing keys: selector.view_selector.view_transformer.0." in message
     assert "unexpected keys: selector.view_selector.mlp." in message
+
+
+def test_pretraining_dim_help_says_the_selector_gets_no_gradient():
+    import pretraining
+
+    text = " ".join(pretraining.get_args_parser().format_help().split())
+    assert "gets no gradient here" in text and "renders at the ShapeNet renderings' own angles" in text
