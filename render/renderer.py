@@ -46,11 +46,13 @@ def look_at_view_transform(dist: torch.Tensor, elev: torch.Tensor, azim: torch.T
     return R, T
 
 
-def rasterize_native(points_view: torch.Tensor, image_size: int, radius: float) -> torch.Tensor:
-    """Depth of the nearest covering point per pixel; -1 where no point covers it.
+def rasterize_native(points_view: torch.Tensor, image_size: int, radius: float,
+                     points_per_pixel: int = 1) -> torch.Tensor:
+    """Depth per pixel: the mean of the z-buffer's K = points_per_pixel slots, which hold the
+    depths of the K nearest covering points, -1 for empty slots (so -1 where no point covers it).
 
     points_view: (M, N, 3) view-space points (x, y are NDC since the camera is orthographic with
-    unit scale) -> zbuf (M, S, S). A pixel is covered when the squared NDC distance between its
+    unit scale) -> (M, S, S). A pixel is covered when the squared NDC distance between its
     centre and the point is below radius**2; points with z < 0 are ignored (PyTorch3D's rules and
     float32 arithmetic). Differentiable with respect to z.
     """
@@ -83,15 +85,38 @@ def rasterize_native(points_view: torch.Tensor, image_size: int, radius: float) 
         dump = M * W * W  # every uncovered candidate lands in one extra slot
         target = torch.where(covered, base[..., None, None] + offset, dump)
     z_cand = z[..., None, None].expand(target.shape)
+    if points_per_pixel > 1:
+        return _k_nearest_mean(target.reshape(-1), z_cand.reshape(-1), dump, points_per_pixel
+                               ).view(M, W, W)[:, pad:pad + S, pad:pad + S]
     zbuf = torch.full((M * W * W + 1,), float("inf"), dtype=z.dtype, device=device)
     zbuf = zbuf.scatter_reduce(0, target.reshape(-1), z_cand.reshape(-1), "amin", include_self=True)
     zbuf = zbuf[:-1].view(M, W, W)[:, pad:pad + S, pad:pad + S]
     return zbuf.masked_fill(torch.isinf(zbuf), -1.0)
 
 
+def _k_nearest_mean(target: torch.Tensor, z: torch.Tensor, pixels: int, K: int) -> torch.Tensor:
+    """Mean over K slots per pixel of the K smallest z among the candidates (target pixel index,
+    z) with target < pixels; missing slots count as -1. -> (pixels,)"""
+    keep = target < pixels
+    target, z = target[keep], z[keep]
+    with torch.no_grad():
+        order = torch.argsort(z, stable=True)  # by depth, then (stable) by pixel
+        order = order[torch.argsort(target[order], stable=True)]
+        target = target[order]
+        position = torch.arange(len(target), device=target.device)
+        starts = torch.ones_like(target, dtype=torch.bool)
+        starts[1:] = target[1:] != target[:-1]
+        rank = position - torch.cummax(torch.where(starts, position, 0), dim=0).values  # slot in its pixel
+        slot = rank < K
+    slots = torch.full((pixels, K), -1.0, dtype=z.dtype, device=z.device)
+    slots = slots.index_put((target[slot], rank[slot]), z[order][slot])
+    return slots.mean(dim=1)
+
+
 def rasterize_pytorch3d(points: torch.Tensor, dist: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor,
                         image_size: int, radius: float, points_per_pixel: int) -> torch.Tensor:
-    """PyTorch3D reference: world points (M, N, 3) seen from (dist, elev, azim) (M,) -> zbuf (M, S, S)."""
+    """PyTorch3D reference: world points (M, N, 3) seen from (dist, elev, azim) (M,) -> (M, S, S),
+    the mean of the z-buffer's points_per_pixel slots (empty slots are -1), as the published code."""
     from pytorch3d.renderer import (FoVOrthographicCameras, PointsRasterizationSettings,
                                     PointsRasterizer, look_at_view_transform)
     from pytorch3d.structures import Pointclouds
@@ -101,7 +126,7 @@ def rasterize_pytorch3d(points: torch.Tensor, dist: torch.Tensor, elev: torch.Te
     settings = PointsRasterizationSettings(image_size=image_size, radius=radius,
                                            points_per_pixel=points_per_pixel)
     fragments = PointsRasterizer(cameras=cameras, raster_settings=settings)(Pointclouds(points=points))
-    return fragments.zbuf[..., 0]
+    return fragments.zbuf.mean(dim=-1)
 
 
 def depth_to_image(zbuf: torch.Tensor) -> torch.Tensor:
@@ -176,7 +201,8 @@ class Renderer(nn.Module):
                                        self.image_size, self.points_radius, self.points_per_pixel)
         else:
             R, T = look_at_view_transform(dist.reshape(-1), elev.reshape(-1), azim.reshape(-1))
-            zbuf = rasterize_native(torch.bmm(world, R) + T[:, None], self.image_size, self.points_radius)
+            zbuf = rasterize_native(torch.bmm(world, R) + T[:, None], self.image_size, self.points_radius,
+                                    self.points_per_pixel)
         mean = torch.tensor(CLIP_MEAN, device=zbuf.device).view(1, 3, 1, 1)
         std = torch.tensor(CLIP_STD, device=zbuf.device).view(1, 3, 1, 1)
         img = (depth_to_image(zbuf)[:, None].expand(-1, 3, -1, -1) - mean).div_(std)  # gray to 3 channels
