@@ -15,7 +15,8 @@ from datasets.mesh import read_off, sample_surface
 
 class ModelNetMeshes(PointDataset):
     """`<folder>/<class>/{train,test}/*.off` meshes; each item samples `num_points` points with
-    Open3D's stratified scheme (`datasets.mesh.sample_surface`), centred and scaled to the unit sphere; the train split shuffles their order.
+    Open3D's stratified scheme (`datasets.mesh.sample_surface`), centred and scaled to the unit
+    sphere; the train split shuffles their order.
 
     With `seed` the points of item i are fixed by (seed, i); without, they are drawn anew from
     torch's global generator on every access.
