@@ -50,15 +50,20 @@ class DPA(nn.Module):
         modules = (self.adapter1, self.adapter2, self.selector)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """points (B, N, 3) -> L2-normalised features (B, 512); logits = features @ prompts^T."""
+    def forward(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
+        """points (B, N, 3) -> L2-normalised features (B, 512); logits = features @ prompts^T.
+        `rot` rotates z-up clouds (ModelNet) before rendering; False for y-up clouds."""
         azim, elev, dist = self.selector(points)
         # the encoders are frozen: only a learnable selector needs gradients through them
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.selector.parameters())
         with torch.set_grad_enabled(need_grad):
-            imgs = self.renderer(points, azim, elev, dist, self.views, rot=True)
+            imgs = self.renderer(points, azim, elev, dist, self.views, rot=rot)
             imgs = imgs.reshape(-1, *imgs.shape[2:])
             f_pre = autocast_encode(self.pre_model, imgs, self.amp)
             f_ori = autocast_encode(self.ori_model, imgs, self.amp)
-        feats = (self.adapter1(f_pre) + self.adapter2(f_ori)) / 2
-        return F.normalize(feats, dim=-1)
+        return self.fuse(f_pre, f_ori)
+
+    def fuse(self, f_pre: torch.Tensor, f_ori: torch.Tensor) -> torch.Tensor:
+        """Both encoders' view features (B*V, 512), views of an object consecutive -> the mean of the
+        two adapters' outputs, L2-normalised (B, 512)."""
+        return F.normalize((self.adapter1(f_pre) + self.adapter2(f_ori)) / 2, dim=-1)

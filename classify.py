@@ -1,0 +1,224 @@
+"""Classify your own point clouds and meshes into any list of classes.
+
+    python classify.py PATH [PATH ...] --classes "chair,table,lamp"        # or --classes_file labels.txt
+    python classify.py scans/ --dataset ModelNet40 --ckpt best_eval.pth    # the 40 benchmark classes
+    python classify.py cloud.ply --classes ... --fewshot_ckpt best_test.pth
+
+PATH: files or folders (searched recursively): .ply .off .obj .stl .npy .npz .xyz .txt .pts .pcd.
+Prints one line per object, `path: label (p=0.83), second (0.09), third (0.03)`, in input order.
+A file that cannot be read is reported on stderr and skipped; the exit code is then 1.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+from tqdm import tqdm
+
+from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
+                                 SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
+from datasets.common import DataError
+from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
+from models.classifier import UP_AXES, PointCloudClassifier
+from utils import load_clip
+from utils.cli import ArgumentParser, UsageError, get_device, run, seed_everything
+from utils.prompts import PROMPT_TEMPLATE
+
+# --dataset -> (label names, names put into the template)
+DATASET_CLASSES = {
+    "ModelNet40": (MODELNET40_CLASSES, MODELNET40_PROMPTS),
+    "ModelNet10": (MODELNET10_CLASSES, MODELNET10_PROMPTS),
+    "ScanObjectNN": (SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS),
+}
+FEW_POINTS = 100  # clouds smaller than this are flagged in the output
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(description="Classify point clouds and meshes into any list of classes with CLIP2Point.")
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help=f"files or folders (searched recursively): {' '.join(SUFFIXES)}")
+    parser.add_argument("--classes", default=None, help='comma-separated class names, e.g. "chair,table,lamp"')
+    parser.add_argument("--classes_file", default=None, metavar="FILE",
+                        help="text file with one class name per line (blank lines and # comments skipped)")
+    parser.add_argument("--dataset", default=None, choices=sorted(DATASET_CLASSES),
+                        help="use a benchmark's classes and prompts")
+    parser.add_argument("--template", default=None,
+                        help=f'prompt with {{}} for the class name (default "{PROMPT_TEMPLATE}", the paper\'s)')
+    parser.add_argument("--prompts_file", default=None, metavar="FILE.json",
+                        help="JSON mapping each class to a list of sentences; a class's text feature is the "
+                             "normalised mean of its sentences' features (without class flags: its keys are "
+                             "the classes)")
+    parser.add_argument("--up", default="z", choices=list(UP_AXES),
+                        help="gravity axis of the input: z (ModelNet, most scanners and CAD; default) or y "
+                             "(ShapeNet)")
+    parser.add_argument("--views", type=int, default=None, choices=[6, 10],
+                        help="number of views (default 6; 10 with --fewshot_ckpt)")
+    parser.add_argument("--ckpt", default=None,
+                        help="pre-training checkpoint (best_eval.pth) for the depth encoder; without it CLIP's "
+                             "own image tower sees the depth maps")
+    parser.add_argument("--fewshot_ckpt", default=None,
+                        help="few-shot checkpoint (best_test.pth): the Dual-Path Adapter's features are compared "
+                             "with the prompts")
+    parser.add_argument("--num_points", type=int, default=1024,
+                        help="points per object: larger clouds are reduced by farthest point sampling, meshes "
+                             "sampled with this many (default 1024)")
+    parser.add_argument("--topk", type=int, default=3, help="classes printed per object (default 3)")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--save_views", default=None, metavar="DIR",
+                        help="write each object's depth-map grid as DIR/<file name>.png")
+    parser.add_argument("--batch_size", type=int, default=32, help="objects per batch (default 32)")
+    parser.add_argument("--clip", default="ViT-B/32",
+                        help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
+                             "(default ViT-B/32)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default cuda when available, else cpu)")
+    parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
+                        help="depth renderer: native (plain PyTorch, default) or pytorch3d (reference)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mesh surface sampling (default 0)")
+    return parser
+
+
+def read_classes(args: argparse.Namespace):
+    """(class names, names put into the template, sentences per class or None) from the flags."""
+    given = [flag for flag in ("classes", "classes_file", "dataset") if getattr(args, flag)]
+    if len(given) > 1:
+        raise UsageError(f"give one of --classes, --classes_file, --dataset, not {' and '.join('--' + g for g in given)}")
+    sentences = None
+    if args.prompts_file:
+        if args.template:
+            raise UsageError("--template and --prompts_file exclude each other")
+        try:
+            with open(args.prompts_file) as f:
+                sentences = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--prompts_file {args.prompts_file}: cannot read JSON ({e})") from None
+        if not isinstance(sentences, dict):
+            raise UsageError(f"--prompts_file {args.prompts_file}: expected an object mapping class -> sentences")
+        sentences = {name: [s] if isinstance(s, str) else s for name, s in sentences.items()}
+        if not all(isinstance(s, list) and s and all(isinstance(x, str) for x in s) for s in sentences.values()):
+            raise UsageError(f"--prompts_file {args.prompts_file}: every class needs a non-empty list of sentences")
+    if args.dataset:
+        classes, prompts = DATASET_CLASSES[args.dataset]
+    elif args.classes is not None:
+        classes = prompts = [name.strip() for name in args.classes.split(",")]
+    elif args.classes_file:
+        try:
+            with open(args.classes_file) as f:
+                classes = [line.strip() for line in f]
+        except OSError as e:
+            raise UsageError(f"--classes_file {args.classes_file}: cannot read ({e.strerror or e})") from None
+        classes = prompts = [name for name in classes if name and not name.startswith("#")]
+    elif sentences is not None:
+        classes = prompts = list(sentences)
+    else:
+        raise UsageError("no classes: give --classes, --classes_file, --dataset or --prompts_file")
+    if not classes or any(not name for name in classes):
+        raise UsageError("the class list is empty or holds an empty name (expected e.g. --classes \"chair,table\")")
+    duplicates = sorted({name for name in classes if classes.count(name) > 1})
+    if duplicates:
+        raise UsageError(f"duplicate class names: {', '.join(duplicates)}")
+    if sentences is not None:
+        missing = [name for name in classes if name not in sentences]
+        if missing:
+            raise UsageError(f"--prompts_file {args.prompts_file} has no sentences for class {missing[0]!r}"
+                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if args.template is not None and args.template.count("{}") != 1:
+        raise UsageError(f'--template must hold exactly one {{}} for the class name, got "{args.template}"')
+    return list(classes), list(prompts), sentences
+
+
+def view_png_name(path: Path, taken: set) -> str:
+    """`<file name>.png`, numbered when two inputs share a file name (nothing is overwritten)."""
+    name, k = f"{path.name}.png", 1
+    while name in taken:
+        k += 1
+        name = f"{path.name}.{k}.png"
+    taken.add(name)
+    return name
+
+
+def main(args: argparse.Namespace) -> List[dict]:
+    classes, prompts, sentences = read_classes(args)
+    for flag in ("num_points", "topk", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    views = args.views or (10 if args.fewshot_ckpt else 6)
+    if args.ckpt and args.fewshot_ckpt:
+        raise UsageError("give --ckpt or --fewshot_ckpt, not both (a few-shot checkpoint holds its own depth encoder)")
+    device = get_device(args.device)
+    seed_everything(args.seed)
+
+    # read every file first: bad ones are reported before the long work
+    files, failures = find_cloud_files(args.paths)
+    for problem in failures:
+        print(f"error: {problem}", file=sys.stderr)
+    clouds, paths = [], []
+    for path in tqdm(files, desc="reading", leave=False, disable=len(files) < 20):
+        try:
+            clouds.append(torch.from_numpy(load_cloud(path, args.num_points, seed=args.seed,
+                                                      fps_device=str(device))))
+            paths.append(path)
+        except DataError as err:
+            print(f"error: {err} (skipped)", file=sys.stderr)
+            failures.append(str(err))
+    if not clouds:
+        raise UsageError(f"no readable point cloud among {' '.join(args.paths)} (formats: {' '.join(SUFFIXES)})")
+
+    clip_model = load_clip(args.clip, device)
+    classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
+                                      template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
+                                      ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend)
+    encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
+               "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
+    print(f"{len(clouds)} objects, {len(classes)} classes, {views} views, {args.up}-up, device {device}, {encoder}",
+          file=sys.stderr)
+    if args.save_views:
+        os.makedirs(args.save_views, exist_ok=True)
+        taken = set(os.listdir(args.save_views))
+
+    # clouds of the same size go through the model together
+    by_size = defaultdict(list)
+    for i, cloud in enumerate(clouds):
+        by_size[len(cloud)].append(i)
+    batches = [ids[k:k + args.batch_size] for ids in by_size.values() for k in range(0, len(ids), args.batch_size)]
+    results: List[Optional[dict]] = [None] * len(clouds)
+    start = time.time()
+    for ids in tqdm(batches, desc="classifying", leave=False, disable=len(batches) < 2):
+        scores = classifier(torch.stack([clouds[i] for i in ids]), return_images=bool(args.save_views))
+        for row, i in enumerate(ids):
+            results[i] = {"file": str(paths[i]), "points": len(clouds[i]),
+                          "top": [{"class": c, "prob": round(p, 4)}
+                                  for c, p in classifier.top(scores.probs[row], args.topk)],
+                          "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
+            if args.save_views:
+                from PIL import Image
+                from render.preview import depth_grid
+                png = os.path.join(args.save_views, view_png_name(paths[i], taken))
+                Image.fromarray(depth_grid(scores.images[row])).save(png)
+                results[i]["views_png"] = png
+
+    for result in results:
+        best, *others = result["top"]
+        line = f"{result['file']}: {best['class']} (p={best['prob']:.2f})"
+        line += "".join(f", {o['class']} ({o['prob']:.2f})" for o in others)
+        if result["points"] < FEW_POINTS:
+            line += f"  [only {result['points']} points]"
+        print(line)
+    print(f"classified {len(results)} objects in {time.time() - start:.1f}s", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} input(s) could not be read (see the errors above)", file=sys.stderr)
+        sys.exit(1)
+    return results
+
+
+if __name__ == "__main__":
+    run(main, get_args_parser().parse_args())

@@ -1,0 +1,152 @@
+"""Classify point clouds into any list of classes: CLIP2Point's zero-shot scoring (or a few-shot
+Dual-Path Adapter's features) as a library call.
+
+    clip_model = utils.load_clip("ViT-B/32", device)
+    classifier = PointCloudClassifier(clip_model, ["chair", "table", "lamp"], ckpt="best_eval.pth")
+    out = classifier(points)               # points (N, 3) or (B, N, 3), centred and scaled
+    classifier.top(out.probs, k=3)         # [("chair", 0.83), ("table", 0.09), ("lamp", 0.03)]
+"""
+import argparse
+import copy
+from dataclasses import dataclass
+from typing import List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from clip.model import CLIP
+
+from models.dpa import DPA
+from models.zeroshot import encode_views, render_views
+from render import Renderer, Selector
+from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
+                              read_state_dict)
+from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
+from utils.scoring import view_similarities, zeroshot_logits
+
+# the gravity axis of the input -> the renderer's `rot` (z-up clouds get the rotation of ModelNet)
+UP_AXES = {"z": True, "y": False}
+# how far a cloud may be from "centred, farthest point at norm 1" before it is refused
+MAX_CENTRE_OFFSET, SCALE_RANGE = 0.25, (0.5, 1.001)
+
+
+@dataclass
+class Scores:
+    """probs (B, K): softmax of CLIP's logit scale times the score of each class; view_similarities
+    (B, V, K): cosine similarity of every view with every class; images (B, V, 3, S, S): the depth
+    maps, when asked for. Without the batch axis when the input was one cloud (N, 3)."""
+
+    probs: torch.Tensor
+    view_similarities: torch.Tensor
+    images: Optional[torch.Tensor] = None
+
+
+def check_normalised(points: torch.Tensor) -> None:
+    """Raise ValueError unless every cloud of points (B, N, 3) is about centred with its farthest
+    point near norm 1 (a cloud in millimetres would render as garbage and be classified silently)."""
+    centre = points.mean(dim=1).norm(dim=-1)
+    scale = points.norm(dim=-1).amax(dim=1)
+    bad = (centre > MAX_CENTRE_OFFSET) | (scale < SCALE_RANGE[0]) | (scale > SCALE_RANGE[1])
+    if bad.any():
+        i = int(bad.nonzero()[0])
+        raise ValueError(f"cloud {i} is not centred and scaled (mean at distance {centre[i]:.3g} from the origin, "
+                         f"farthest point at {scale[i]:.3g}); expected clouds as the datasets give them: "
+                         f"centre on the mean and divide by the largest norm (datasets.normalize)")
+
+
+class PointCloudClassifier(nn.Module):
+    """Zero-shot (or few-shot) classification of point clouds into `classes`.
+
+    Zero-shot: every cloud is rendered into `views` depth maps, each encoded by CLIP's image tower
+    (with the pre-trained depth encoder of `ckpt` when given) and compared with the text features
+    of the classes; a class's score is the mean over views of its similarities (the paper sums
+    them: same ranking). Few-shot (`fewshot_ckpt`, a Dual-Path Adapter checkpoint): the DPA's
+    feature is compared with the text features, and the per-view similarities reported are those
+    of its pre-trained depth encoder.
+
+    Text features: `template` filled with each of `prompt_names` (default: the class names), or,
+    with `sentences` (class -> list of sentences), the normalised mean of each class's sentences.
+    `up` is the input's gravity axis: "z" (ModelNet, most scanners and CAD) or "y" (ShapeNet).
+    The CLIP model passed in is not modified.
+    """
+
+    def __init__(self, clip_model: CLIP, classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
+                 template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
+                 views: int = 6, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
+                 backend: str = "native"):
+        super().__init__()
+        classes = list(classes)
+        if not classes:
+            raise ValueError("no classes given")
+        duplicates = sorted({name for name in classes if classes.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
+        if prompt_names is not None and len(prompt_names) != len(classes):
+            raise ValueError(f"{len(prompt_names)} prompt names for {len(classes)} classes")
+        if up not in UP_AXES:
+            raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
+        if ckpt and fewshot_ckpt:
+            raise ValueError("give a pre-training checkpoint or a few-shot checkpoint, not both (the few-shot "
+                             "checkpoint holds its own depth encoder)")
+        device = clip_model.logit_scale.device
+        self.classes, self.views, self.rot = classes, views, UP_AXES[up]
+        self.logit_scale = float(clip_model.logit_scale.detach().exp())
+        if sentences is not None:
+            text = encode_prompt_ensembles(clip_model, classes, sentences, device)
+        else:
+            text = encode_prompts(clip_model, list(prompt_names or classes), device, template=template)
+        self.register_buffer("text_features", text, persistent=False)
+
+        self.dpa: Optional[DPA] = None
+        if fewshot_ckpt:
+            dpa_args = argparse.Namespace(views=views, dim=0, model="PointNet", backend=backend, ckpt=None)
+            self.dpa = DPA(dpa_args, eval=True, clip_model=clip_model)
+            load_state_dict_strict(self.dpa, read_checkpoint(fewshot_ckpt, FEWSHOT_KIND), FEWSHOT_KIND, fewshot_ckpt)
+            self.dpa.to(device).eval()
+            self.selector, self.renderer, self.encoder = self.dpa.selector, self.dpa.renderer, self.dpa.pre_model
+        else:
+            self.selector, self.renderer = Selector(views).to(device), Renderer(backend=backend)
+            self.encoder = clip_model.visual.eval()
+            if ckpt:  # a copy: the caller's CLIP keeps its own image tower
+                self.encoder = copy.deepcopy(self.encoder)
+                load_state_dict_strict(self.encoder, read_state_dict(ckpt), PRETRAIN_KIND, ckpt)
+        self.encoder.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, points: Union[torch.Tensor, np.ndarray], return_images: bool = False) -> Scores:
+        """points (N, 3) or (B, N, 3), array or tensor, centred on the mean with the farthest point
+        at norm 1 -> Scores (without the batch axis for one cloud)."""
+        device = self.text_features.device
+        points = torch.as_tensor(points, dtype=torch.float32, device=device)
+        single = points.dim() == 2
+        if single:
+            points = points[None]
+        if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
+            raise ValueError(f"points must have shape (N, 3) or (B, N, 3) with N > 0, got {tuple(points.shape)}")
+        check_normalised(points)
+        images = render_views(self.selector, self.renderer, points, self.views, self.rot)
+        if self.dpa is None:
+            feats = encode_views(self.encoder, images)
+            sims = view_similarities(feats, self.text_features, self.views)
+            logits = zeroshot_logits(feats, self.text_features, self.views) / self.views
+        else:
+            flat = images.flatten(0, 1)
+            f_pre = self.dpa.pre_model(flat)
+            logits = self.dpa.fuse(f_pre, self.dpa.ori_model(flat)) @ self.text_features.t()
+            sims = view_similarities(nn.functional.normalize(f_pre, dim=-1), self.text_features, self.views)
+        probs = (self.logit_scale * logits).softmax(dim=-1)
+        scores = Scores(probs, sims, images if return_images else None)
+        if single:
+            scores = Scores(*(None if t is None else t[0] for t in (scores.probs, scores.view_similarities,
+                                                                    scores.images)))
+        return scores
+
+    def top(self, probs: torch.Tensor, k: int = 3) -> List[Tuple[str, float]]:
+        """The k most probable (class, probability) pairs of one cloud's probs (K,)."""
+        values, index = probs.float().cpu().topk(min(k, len(self.classes)))
+        return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+
+    def top_views(self, view_similarities: torch.Tensor) -> List[Tuple[str, float]]:
+        """Each view's best (class, similarity) of one cloud's view similarities (V, K)."""
+        values, index = view_similarities.float().cpu().max(dim=-1)
+        return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
