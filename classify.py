@@ -17,17 +17,23 @@ from collections import defaultdict
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
                                  SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
-from datasets.common import DataError
 from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
 from models.classifier import UP_AXES, PointCloudClassifier
+from render import RealisticProjection
+from render.preview import depth_grid
+from render.renderer import CLIP_MEAN, CLIP_STD
 from utils import load_clip
-from utils.cli import ArgumentParser, UsageError, get_device, run, seed_everything
+from utils.cli import ArgumentParser, get_device, run, seed_everything
+from utils.errors import DataError, UsageError
 from utils.prompts import PROMPT_TEMPLATE
+from utils.view_weights import parse_view_weights
 
 # --dataset -> (label names, names put into the template)
 DATASET_CLASSES = {
@@ -57,7 +63,13 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="gravity axis of the input: z (ModelNet, most scanners and CAD; default) or y "
                              "(ShapeNet)")
     parser.add_argument("--views", type=int, default=None, choices=[6, 10],
-                        help="number of views (default 6; 10 with --fewshot_ckpt)")
+                        help="number of views (default 6; 10 with --fewshot_ckpt or --projection realistic)")
+    parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
+                        help="depth = CLIP2Point's depth maps (default); realistic = PointCLIP V2's dense "
+                             "projection (10 views, the points as given: --up has no effect)")
+    parser.add_argument("--view_weights", default=None, metavar="W0,...",
+                        help="one weight per view: a class's score is the weighted mean of the views' "
+                             "similarities (default all 1)")
     parser.add_argument("--ckpt", default=None,
                         help="pre-training checkpoint (best_eval.pth) for the depth encoder; without it CLIP's "
                              "own image tower sees the depth maps")
@@ -142,14 +154,27 @@ def view_png_name(path: Path, taken: set) -> str:
     return name
 
 
+def view_grid(images: torch.Tensor, projection: str) -> np.ndarray:
+    """The encoder's input images (V, 3, S, S) -> a uint8 picture (H, W, 3)."""
+    if projection == "realistic":  # [0, 1] images: CLIP-normalise them as the depth maps are
+        images = (images - images.new_tensor(CLIP_MEAN)[:, None, None]) / images.new_tensor(CLIP_STD)[:, None, None]
+    return depth_grid(images)
+
+
 def main(args: argparse.Namespace) -> List[dict]:
     classes, prompts, sentences = read_classes(args)
     for flag in ("num_points", "topk", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    views = args.views or (10 if args.fewshot_ckpt else 6)
     if args.ckpt and args.fewshot_ckpt:
         raise UsageError("give --ckpt or --fewshot_ckpt, not both (a few-shot checkpoint holds its own depth encoder)")
+    if args.fewshot_ckpt and (args.projection != "depth" or args.view_weights):
+        raise UsageError("--fewshot_ckpt renders its own depth maps and fuses the views itself: no --projection "
+                         "realistic or --view_weights with it")
+    if args.projection == "realistic" and args.views not in (None, RealisticProjection.views):
+        raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
+    views = args.views or (10 if args.fewshot_ckpt or args.projection == "realistic" else 6)
+    weights = parse_view_weights(args.view_weights, views) if args.view_weights else None
     device = get_device(args.device)
     seed_everything(args.seed)
 
@@ -172,10 +197,12 @@ def main(args: argparse.Namespace) -> List[dict]:
     clip_model = load_clip(args.clip, device)
     classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
-                                      ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend)
+                                      ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend,
+                                      projection=args.projection, view_weights=weights)
     encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
                "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
-    print(f"{len(clouds)} objects, {len(classes)} classes, {views} views, {args.up}-up, device {device}, {encoder}",
+    print(f"{len(clouds)} objects, {len(classes)} classes, {args.projection} projection, {views} views, "
+          f"{args.up}-up, device {device}, {encoder}",
           file=sys.stderr)
     if args.save_views:
         os.makedirs(args.save_views, exist_ok=True)
@@ -196,10 +223,8 @@ def main(args: argparse.Namespace) -> List[dict]:
                                   for c, p in classifier.top(scores.probs[row], args.topk)],
                           "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
             if args.save_views:
-                from PIL import Image
-                from render.preview import depth_grid
                 png = os.path.join(args.save_views, view_png_name(paths[i], taken))
-                Image.fromarray(depth_grid(scores.images[row])).save(png)
+                Image.fromarray(view_grid(scores.images[row], args.projection)).save(png)
                 results[i]["views_png"] = png
 
     for result in results:

@@ -17,8 +17,8 @@ import torch.nn as nn
 from clip.model import CLIP
 
 from models.dpa import DPA
-from models.zeroshot import encode_views, render_views
-from render import Renderer, Selector
+from models.zeroshot import encode_views, project_views
+from render import RealisticProjection, Renderer, Selector
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
@@ -26,6 +26,7 @@ from utils.scoring import view_similarities, zeroshot_logits
 
 # the gravity axis of the input -> the renderer's `rot` (z-up clouds get the rotation of ModelNet)
 UP_AXES = {"z": True, "y": False}
+PROJECTIONS = ("depth", "realistic")
 # how far a cloud may be from "centred, farthest point at norm 1" before it is refused
 MAX_CENTRE_OFFSET, SCALE_RANGE = 0.25, (0.5, 1.001)
 
@@ -33,8 +34,9 @@ MAX_CENTRE_OFFSET, SCALE_RANGE = 0.25, (0.5, 1.001)
 @dataclass
 class Scores:
     """probs (B, K): softmax of CLIP's logit scale times the score of each class; view_similarities
-    (B, V, K): cosine similarity of every view with every class; images (B, V, 3, S, S): the depth
-    maps, when asked for. Without the batch axis when the input was one cloud (N, 3)."""
+    (B, V, K): cosine similarity of every view with every class; images (B, V, 3, S, S): the
+    encoder's input images (CLIP-normalised depth maps, or the realistic projection's [0, 1]
+    images), when asked for. Without the batch axis when the input was one cloud (N, 3)."""
 
     probs: torch.Tensor
     view_similarities: torch.Tensor
@@ -60,7 +62,8 @@ class PointCloudClassifier(nn.Module):
     Zero-shot: every cloud is rendered into `views` depth maps, each encoded by CLIP's image tower
     (with the pre-trained depth encoder of `ckpt` when given) and compared with the text features
     of the classes; a class's score is the mean over views of its similarities (the paper sums
-    them: same ranking). Few-shot (`fewshot_ckpt`, a Dual-Path Adapter checkpoint): the DPA's
+    them: same ranking), or their mean weighted by `view_weights` (V,). `projection` "realistic"
+    renders PointCLIP V2's ten dense depth images instead of CLIP2Point's depth maps. Few-shot (`fewshot_ckpt`, a Dual-Path Adapter checkpoint): the DPA's
     feature is compared with the text features, and the per-view similarities reported are those
     of its pre-trained depth encoder.
 
@@ -73,7 +76,8 @@ class PointCloudClassifier(nn.Module):
     def __init__(self, clip_model: CLIP, classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
                  template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
                  views: int = 6, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
-                 backend: str = "native"):
+                 backend: str = "native", projection: str = "depth",
+                 view_weights: Optional[Sequence[float]] = None):
         super().__init__()
         classes = list(classes)
         if not classes:
@@ -85,6 +89,17 @@ class PointCloudClassifier(nn.Module):
             raise ValueError(f"{len(prompt_names)} prompt names for {len(classes)} classes")
         if up not in UP_AXES:
             raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+        if projection == "realistic" and views != RealisticProjection.views:
+            raise ValueError(f"the realistic projection has {RealisticProjection.views} views, not {views}")
+        if fewshot_ckpt and (projection != "depth" or view_weights is not None):
+            raise ValueError("a few-shot checkpoint renders its own depth maps and fuses its views itself: "
+                             "no realistic projection or view weights with it")
+        if view_weights is not None:
+            view_weights = torch.as_tensor(view_weights, dtype=torch.float32)
+            if view_weights.shape != (views,) or (view_weights < 0).any() or view_weights.sum() <= 0:
+                raise ValueError(f"view_weights must be {views} weights >= 0, not all 0; got {view_weights.tolist()}")
         if ckpt and fewshot_ckpt:
             raise ValueError("give a pre-training checkpoint or a few-shot checkpoint, not both (the few-shot "
                              "checkpoint holds its own depth encoder)")
@@ -96,6 +111,7 @@ class PointCloudClassifier(nn.Module):
         else:
             text = encode_prompts(clip_model, list(prompt_names or classes), device, template=template)
         self.register_buffer("text_features", text, persistent=False)
+        self.view_weights = None if view_weights is None else view_weights.to(device)
 
         self.dpa: Optional[DPA] = None
         if fewshot_ckpt:
@@ -105,7 +121,8 @@ class PointCloudClassifier(nn.Module):
             self.dpa.to(device).eval()
             self.selector, self.renderer, self.encoder = self.dpa.selector, self.dpa.renderer, self.dpa.pre_model
         else:
-            self.selector, self.renderer = Selector(views).to(device), Renderer(backend=backend)
+            self.selector = Selector(views).to(device)
+            self.renderer = RealisticProjection().to(device) if projection == "realistic" else Renderer(backend=backend)
             self.encoder = clip_model.visual.eval()
             if ckpt:  # a copy: the caller's CLIP keeps its own image tower
                 self.encoder = copy.deepcopy(self.encoder)
@@ -124,11 +141,13 @@ class PointCloudClassifier(nn.Module):
         if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
             raise ValueError(f"points must have shape (N, 3) or (B, N, 3) with N > 0, got {tuple(points.shape)}")
         check_normalised(points)
-        images = render_views(self.selector, self.renderer, points, self.views, self.rot)
+        images = project_views(self.renderer, points, self.selector, self.views, self.rot)
         if self.dpa is None:
             feats = encode_views(self.encoder, images)
             sims = view_similarities(feats, self.text_features, self.views)
-            logits = zeroshot_logits(feats, self.text_features, self.views) / self.views
+            weights = self.view_weights
+            logits = zeroshot_logits(feats, self.text_features, self.views, weights) / (
+                self.views if weights is None else weights.sum())
         else:
             flat = images.flatten(0, 1)
             f_pre = self.dpa.pre_model(flat)

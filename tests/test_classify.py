@@ -175,6 +175,21 @@ def test_classifier_scores_are_the_zeroshot_scores(tiny_clip, ply_dir):
                            PointCloudClassifier(tiny_clip, ["a", "b"], up="z")(points[:1], True).images)
 
 
+def test_classifier_view_weights_and_realistic_projection(tiny_clip, cloud):
+    points = torch.from_numpy(normalize(cloud[1]))
+    scale = tiny_clip.logit_scale.exp()
+    plain = PointCloudClassifier(tiny_clip, ["xbox", "wardrobe", "chair"])(points)
+    first = PointCloudClassifier(tiny_clip, ["xbox", "wardrobe", "chair"], view_weights=[2, 0, 0, 0, 0, 0])(points)
+    # weights (2, 0, ...): the weighted mean is the first view's similarities
+    torch.testing.assert_close(first.probs, (scale * plain.view_similarities[0]).softmax(-1), atol=1e-6, rtol=0)
+    realistic = PointCloudClassifier(tiny_clip, ["xbox", "wardrobe", "chair"], views=10, projection="realistic")
+    out = realistic(points, return_images=True)
+    assert out.images.shape == (10, 3, 224, 224) and 0 <= out.images.min() and out.images.max() <= 1
+    torch.testing.assert_close(out.probs, (scale * out.view_similarities.mean(0)).softmax(-1), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="has 10 views"):
+        PointCloudClassifier(tiny_clip, ["a"], views=6, projection="realistic")
+
+
 def test_classifier_refuses_unnormalised_clouds_and_bad_classes(tiny_clip, cloud):
     classifier = PointCloudClassifier(tiny_clip, ["a", "b"])
     with pytest.raises(ValueError, match="not centred and scaled"):
@@ -289,6 +304,9 @@ def test_prompts_file_with_the_template_sentence_gives_the_template_result(tmp_p
     (["--classes", "a,b", "--prompts_file", "PROMPTS"], "no sentences for class 'b'"),
     (["--classes", "a", "--template", "image"], "--template must hold"),
     (["--classes", "a", "--ckpt", "x.pth", "--fewshot_ckpt", "y.pth"], "not both"),
+    (["--classes", "a", "--projection", "realistic", "--views", "6"], "realistic has 10 views"),
+    (["--classes", "a", "--view_weights", "1,2"], "expected 6 weights"),
+    (["--classes", "a", "--fewshot_ckpt", "y.pth", "--view_weights", "1,1,1,1,1,1,1,1,1,1"], "no --projection"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, cloud, argv, message, capsys):
     np.save(tmp_path / "c.npy", cloud[1])
