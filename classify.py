@@ -17,7 +17,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -27,10 +26,10 @@ from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNE
 from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
 from models.classifier import UP_AXES, PointCloudClassifier
 from render import RealisticProjection
-from render.preview import depth_grid
-from render.renderer import CLIP_MEAN, CLIP_STD
+from render.pictures import depth_grid
 from utils import load_clip
-from utils.cli import ArgumentParser, get_device, run, seed_everything
+from utils.cli import AMP_DTYPES, ArgumentParser, amp_dtype, get_device, run
+from utils.seeding import seed_everything
 from utils.errors import DataError, UsageError
 from utils.prompts import PROMPT_TEMPLATE
 from utils.view_weights import parse_view_weights
@@ -66,7 +65,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="number of views (default 6; 10 with --fewshot_ckpt or --projection realistic)")
     parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
                         help="depth = CLIP2Point's depth maps (default); realistic = PointCLIP V2's dense "
-                             "projection (10 views, the points as given: --up has no effect)")
+                             "projection (10 views)")
     parser.add_argument("--view_weights", default=None, metavar="W0,...",
                         help="one weight per view: a class's score is the weighted mean of the views' "
                              "similarities (default all 1)")
@@ -91,6 +90,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
                         help="depth renderer: native (plain PyTorch, default) or pytorch3d (reference)")
+    parser.add_argument("--amp", default="off", choices=list(AMP_DTYPES),
+                        help="mixed precision of the image encoders on CUDA: off (float32, default), fp16 or "
+                             "bf16; ignored on CPU")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mesh surface sampling (default 0)")
     return parser
 
@@ -154,13 +156,6 @@ def view_png_name(path: Path, taken: set) -> str:
     return name
 
 
-def view_grid(images: torch.Tensor, projection: str) -> np.ndarray:
-    """The encoder's input images (V, 3, S, S) -> a uint8 picture (H, W, 3)."""
-    if projection == "realistic":  # [0, 1] images: CLIP-normalise them as the depth maps are
-        images = (images - images.new_tensor(CLIP_MEAN)[:, None, None]) / images.new_tensor(CLIP_STD)[:, None, None]
-    return depth_grid(images)
-
-
 def main(args: argparse.Namespace) -> List[dict]:
     classes, prompts, sentences = read_classes(args)
     for flag in ("num_points", "topk", "batch_size"):
@@ -176,6 +171,7 @@ def main(args: argparse.Namespace) -> List[dict]:
     views = args.views or (10 if args.fewshot_ckpt or args.projection == "realistic" else 6)
     weights = parse_view_weights(args.view_weights, views) if args.view_weights else None
     device = get_device(args.device)
+    amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
 
     # read every file first: bad ones are reported before the long work
@@ -198,7 +194,7 @@ def main(args: argparse.Namespace) -> List[dict]:
     classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
                                       ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend,
-                                      projection=args.projection, view_weights=weights)
+                                      projection=args.projection, view_weights=weights, amp=amp)
     encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
                "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
     print(f"{len(clouds)} objects, {len(classes)} classes, {args.projection} projection, {views} views, "
@@ -224,7 +220,7 @@ def main(args: argparse.Namespace) -> List[dict]:
                           "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
             if args.save_views:
                 png = os.path.join(args.save_views, view_png_name(paths[i], taken))
-                Image.fromarray(view_grid(scores.images[row], args.projection)).save(png)
+                Image.fromarray(depth_grid(scores.images[row], clip_normalised=args.projection == "depth")).save(png)
                 results[i]["views_png"] = png
 
     for result in results:

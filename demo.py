@@ -25,6 +25,8 @@ import fewshot
 import pretraining
 import zeroshot
 from datasets import ModelNet40Ply
+from datasets.modelnet import read_ply_points
+from datasets.readers import write_pcd
 from datasets.synthetic import generate
 from render import Renderer, Selector
 from render.pictures import depth_picture
@@ -80,8 +82,6 @@ def main(args: argparse.Namespace) -> None:
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     # classify.py on a few demo files: fixed points (.ply), one as .xyz and .pcd, and a mesh (.off)
-    from datasets.modelnet import read_ply_points
-    from datasets.readers import write_pcd
     plys = [os.path.join(args.data_root, "ModelNet40_Ply", f"{label}_{name}_0005.ply")
             for label, name in ((0, "airplane"), (8, "chair"), (19, "lamp"))]
     os.makedirs(os.path.join(out, "classify_inputs"), exist_ok=True)
@@ -92,7 +92,7 @@ def main(args: argparse.Namespace) -> None:
     write_pcd(pcd, chair)
     mesh = os.path.join(args.data_root, "ModelNet40_Align", "table", "test", "table_0005.off")
     cl_argv = plys + [xyz, pcd, mesh, "--classes", "airplane,chair,lamp,table,guitar", "--ckpt", ckpt,
-                      "--clip", common[3], "--device", args.device, "--json", os.path.join(out, "classify.json"),
+                      "--clip", os.path.join(out, "tiny_clip.pt"), "--device", args.device, "--json", os.path.join(out, "classify.json"),
                       "--save_views", os.path.join(out, "classify_views")]
 
     def classify_files() -> str:

@@ -19,6 +19,7 @@ from clip.model import CLIP
 from models.dpa import DPA
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
+from utils.amp import autocast_encode
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
@@ -70,14 +71,15 @@ class PointCloudClassifier(nn.Module):
     Text features: `template` filled with each of `prompt_names` (default: the class names), or,
     with `sentences` (class -> list of sentences), the normalised mean of each class's sentences.
     `up` is the input's gravity axis: "z" (ModelNet, most scanners and CAD) or "y" (ShapeNet).
-    The CLIP model passed in is not modified.
+    `amp`: autocast dtype of the image encoders (None: float32). The CLIP model passed in is not
+    modified.
     """
 
     def __init__(self, clip_model: CLIP, classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
                  template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
                  views: int = 6, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
                  backend: str = "native", projection: str = "depth",
-                 view_weights: Optional[Sequence[float]] = None):
+                 view_weights: Optional[Sequence[float]] = None, amp: Optional[torch.dtype] = None):
         super().__init__()
         classes = list(classes)
         if not classes:
@@ -104,7 +106,7 @@ class PointCloudClassifier(nn.Module):
             raise ValueError("give a pre-training checkpoint or a few-shot checkpoint, not both (the few-shot "
                              "checkpoint holds its own depth encoder)")
         device = clip_model.logit_scale.device
-        self.classes, self.views, self.rot = classes, views, UP_AXES[up]
+        self.classes, self.views, self.rot, self.amp = classes, views, UP_AXES[up], amp
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
         if sentences is not None:
             text = encode_prompt_ensembles(clip_model, classes, sentences, device)
@@ -116,7 +118,7 @@ class PointCloudClassifier(nn.Module):
         self.dpa: Optional[DPA] = None
         if fewshot_ckpt:
             dpa_args = argparse.Namespace(views=views, dim=0, model="PointNet", backend=backend, ckpt=None)
-            self.dpa = DPA(dpa_args, eval=True, clip_model=clip_model)
+            self.dpa = DPA(dpa_args, eval=True, clip_model=clip_model, amp=amp)
             load_state_dict_strict(self.dpa, read_checkpoint(fewshot_ckpt, FEWSHOT_KIND), FEWSHOT_KIND, fewshot_ckpt)
             self.dpa.to(device).eval()
             self.selector, self.renderer, self.encoder = self.dpa.selector, self.dpa.renderer, self.dpa.pre_model
@@ -143,15 +145,16 @@ class PointCloudClassifier(nn.Module):
         check_normalised(points)
         images = project_views(self.renderer, points, self.selector, self.views, self.rot)
         if self.dpa is None:
-            feats = encode_views(self.encoder, images)
+            feats = encode_views(self.encoder, images, self.amp)
             sims = view_similarities(feats, self.text_features, self.views)
             weights = self.view_weights
             logits = zeroshot_logits(feats, self.text_features, self.views, weights) / (
                 self.views if weights is None else weights.sum())
         else:
             flat = images.flatten(0, 1)
-            f_pre = self.dpa.pre_model(flat)
-            logits = self.dpa.fuse(f_pre, self.dpa.ori_model(flat)) @ self.text_features.t()
+            f_pre = autocast_encode(self.dpa.pre_model, flat, self.amp)
+            f_ori = autocast_encode(self.dpa.ori_model, flat, self.amp)
+            logits = self.dpa.fuse(f_pre, f_ori) @ self.text_features.t()
             sims = view_similarities(nn.functional.normalize(f_pre, dim=-1), self.text_features, self.views)
         probs = (self.logit_scale * logits).softmax(dim=-1)
         scores = Scores(probs, sims, images if return_images else None)
