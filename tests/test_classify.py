@@ -295,6 +295,25 @@ def test_prompts_file_with_the_template_sentence_gives_the_template_result(tmp_p
     assert other[0]["top"] != plain[0]["top"]
 
 
+def test_small_clouds_are_used_as_they_are_and_flagged(tmp_path, tiny_clip_path, cloud, capsys):
+    np.save(tmp_path / "small.npy", cloud[1][:60])
+    np.save(tmp_path / "c.npy", cloud[1])
+    results = classify.main(parse(tmp_path / "small.npy", tmp_path / "c.npy", "--classes", TWO_CLASSES,
+                                  "--clip", tiny_clip_path, "--num_points", 500))
+    assert [r["points"] for r in results] == [60, 500]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("  [only 60 points]") and "only" not in lines[1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_classifier_on_cuda_matches_cpu(tiny_clip_path, cloud):
+    from utils import load_clip
+    points = normalize(cloud[1])
+    cpu = PointCloudClassifier(load_clip(tiny_clip_path, "cpu"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
+    gpu = PointCloudClassifier(load_clip(tiny_clip_path, "cuda"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
+    torch.testing.assert_close(gpu(points).probs.cpu(), cpu(points).probs, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--classes", "chair,table,chair"], "duplicate class names: chair"),
     (["--classes", ""], "class list is empty"),
