@@ -1,4 +1,4 @@
-"""Few-shot classification with the Dual-Path Adapter (SPEC section 6).
+"""Few-shot classification with the Dual-Path Adapter (docs/method.md#dual-path-adapter).
 
     python fewshot.py --exp_name NAME --ckpt best_eval.pth     # train on 16 shots of ModelNet40
     python fewshot.py --exp_name NAME                          # both paths from CLIP's own image tower

@@ -1,4 +1,4 @@
-"""Image-depth pre-training of the CLIP2Point depth encoder on ShapeNet (SPEC section 5).
+"""Image-depth pre-training of the CLIP2Point depth encoder on ShapeNet (docs/method.md#pre-training).
 
     python pretraining.py --exp_name NAME
     torchrun --nproc_per_node 4 pretraining.py --exp_name NAME     # DDP, global batch --batch_size

@@ -1,4 +1,4 @@
-"""Zero-shot point cloud classification with a CLIP2Point depth encoder (SPEC section 4).
+"""Zero-shot point cloud classification with a CLIP2Point depth encoder (docs/method.md#zero-shot-scoring).
 
     python zeroshot.py --ckpt best_eval.pth                          # ModelNet40, 6 views
     python zeroshot.py --ckpt best_eval.pth --dataset ScanObjectNN

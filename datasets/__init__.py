@@ -1,4 +1,4 @@
-"""Loaders for every dataset of CLIP2Point (SPEC section 7), data tools and demo data.
+"""Loaders for every dataset of CLIP2Point (docs/method.md#datasets), data tools and demo data.
 
 Point items are `(points, label)`: a float32 torch tensor (num_points, 3), centred on its mean
 and scaled so the farthest point has norm 1, and an int label. `ShapeNetRender` items are

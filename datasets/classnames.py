@@ -1,4 +1,4 @@
-"""Class orders of every dataset (SPEC section 7): label = position in the list.
+"""Class orders of every dataset (docs/method.md#datasets): label = position in the list.
 
 `*_CLASSES` are the names used for labels (folder names, synsets), `*_PROMPTS` the names put
 into the prompts "image of a {name}".

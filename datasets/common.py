@@ -11,7 +11,7 @@ from utils.errors import DataError, UserError
 
 PathLike = Union[str, Path]
 
-# Expected layouts, from SPEC section 7; quoted by DatasetNotFound messages and data/README.md.
+# Expected layouts (docs/method.md#datasets); quoted by DatasetNotFound messages and data/README.md.
 LAYOUTS = {
     "ModelNet40_Align": "ModelNet40_Align/<class>/{train,test}/*.off (manually aligned ModelNet40 meshes)",
     "ModelNet40_Ply": "ModelNet40_Ply/<label>_<anything>.ply (fixed ModelNet40 test points, vertex x y z)",

@@ -4,7 +4,7 @@
     python -m datasets.prepare render-shapenet --shapenet_core DIR --out ./data/Rendering [--lists ...]
 
 `export-ply` samples fixed test points from ModelNet meshes into `<label>_<name>.ply` files (the
-`ModelNet40_Ply` format). `render-shapenet` renders the 10 RGB views of SPEC section 3 of
+`ModelNet40_Ply` format). `render-shapenet` renders the 10 RGB views (docs/method.md#views) of
 ShapeNetCore meshes into `Rendering/<synset>_<model>/<k>.png`; it skips finished objects.
 """
 import argparse

@@ -11,7 +11,7 @@ from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, 
 from render.renderer import CLIP_MEAN, CLIP_STD
 from render.selector import view_angles
 
-# The 10 views of SPEC section 3 (the renderer's view set); view k is also the RGB image k.png.
+# The 10 views (docs/method.md#views, the renderer's view set); view k is also the RGB image k.png.
 VIEWS_10_AZIM, VIEWS_10_ELEV, VIEWS_10_DIST = view_angles(10)
 
 _SYNSET_LABEL = {s: i for i, s in enumerate(SHAPENET55_SYNSETS)}
@@ -20,7 +20,7 @@ _EXCLUDED = set(SHAPENET55_EXCLUDED)
 
 def read_list(path: Path) -> List[Tuple[str, int]]:
     """(`<synset>-<model>` id, label) of each line `<synset>-<model>.npy` of a ShapeNet-55 list,
-    leaving out the SPEC's excluded objects."""
+    leaving out the ten objects the renderings lack."""
     items = []
     with open(path, "r") as f:
         for number, line in enumerate(f, 1):
@@ -119,7 +119,7 @@ class ShapeNetRender(ShapeNet55):
     """Pre-training pairs: ShapeNet55 points and one RGB rendering of the same object.
 
     Each access draws a view k in 0..9 and returns (image (3, 224, 224) CLIP-normalised,
-    points (num_points, 3), azim, elev, dist) with the angles of view k (SPEC section 3) and
+    points (num_points, 3), azim, elev, dist) with the angles of view k (docs/method.md#views) and
     the image `Rendering/<synset>_<model>/<k>.png`.
     """
 

@@ -1,4 +1,4 @@
-"""A small procedural dataset in the on-disk formats of every real dataset (SPEC section 7).
+"""A small procedural dataset in the on-disk formats of every real dataset (docs/method.md#datasets).
 
     python -m datasets.synthetic --out data/synthetic [--seed 0]
 

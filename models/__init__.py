@@ -1,4 +1,4 @@
-"""CLIP2Point models: the pre-training model and the Dual-Path Adapter (SPEC sections 5 and 6)."""
+"""CLIP2Point models: the pre-training model and the Dual-Path Adapter (docs/method.md#pre-training, #dual-path-adapter)."""
 from models.adapter import SimplifiedAdapter
 from models.clip2point import CLIP2Point
 from models.dpa import DPA

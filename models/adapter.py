@@ -1,4 +1,4 @@
-"""The simplified inter-view adapter used twice by the Dual-Path Adapter (SPEC section 6)."""
+"""The simplified inter-view adapter used twice by the Dual-Path Adapter (docs/method.md#dual-path-adapter)."""
 import torch
 import torch.nn as nn
 

@@ -1,4 +1,4 @@
-"""CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (SPEC section 5)."""
+"""CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (docs/method.md#pre-training)."""
 import copy
 from typing import Optional, Tuple
 

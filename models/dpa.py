@@ -1,4 +1,4 @@
-"""Dual-Path Adapter for few-shot classification (SPEC section 6)."""
+"""Dual-Path Adapter for few-shot classification (docs/method.md#dual-path-adapter)."""
 from typing import List, Optional
 
 import torch

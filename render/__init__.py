@@ -1,4 +1,4 @@
-"""Depth rendering of point clouds and the viewpoint selector (SPEC sections 2 and 3)."""
+"""Depth rendering of point clouds and the viewpoint selector (docs/method.md#rendering, #views)."""
 from render.realistic import RealisticProjection
 from render.renderer import Renderer
 from render.selector import Selector

@@ -1,4 +1,4 @@
-"""Sparse depth maps of point clouds, as CLIP2Point renders them (SPEC section 2).
+"""Sparse depth maps of point clouds, as CLIP2Point renders them (docs/method.md#rendering).
 
 Two backends give the same images:
 - ``"pytorch3d"``: PyTorch3D's orthographic cameras and ``PointsRasterizer`` (the reference).
@@ -130,7 +130,7 @@ def rasterize_pytorch3d(points: torch.Tensor, dist: torch.Tensor, elev: torch.Te
 
 
 def depth_to_image(zbuf: torch.Tensor) -> torch.Tensor:
-    """Per-image depth normalisation of SPEC section 2 step 6. zbuf (M, S, S) -> (M, S, S).
+    """Per-image depth normalisation (docs/method.md#rendering, step 6). zbuf (M, S, S) -> (M, S, S).
 
     Near points come out dark, far points lighter, background 1. The statistics carry no gradient.
     """

@@ -1,4 +1,5 @@
-"""Viewpoints for rendering: fixed view sets and the learnable MVTN-style selector.
+"""Viewpoints for rendering: fixed view sets and the learnable MVTN-style selector
+(docs/method.md#views).
 
 Module names and layer order follow the published implementation, so its `--dim 512`
 checkpoints load unchanged (keys `selector.view_selector.view_transformer.*`,

@@ -33,9 +33,9 @@ def assert_normalised(points: torch.Tensor, n: int = 1024):
     assert abs(points.norm(dim=1).max().item() - 1) < 1e-5
 
 
-# --- class orders (SPEC section 7) -----------------------------------------------------------
+# --- class orders (docs/method.md#datasets) -------------------------------------------------
 
-def test_class_orders_match_spec():
+def test_class_orders_match_the_published_lists():
     assert ModelNet40Align.classes[15] == "flower_pot" and ModelNet40Align.prompts[15] == "flower pot"
     assert ModelNet40Align.classes[0] == "airplane" and ModelNet40Align.classes[39] == "xbox"
     assert ModelNet40Align.prompts[36] == "tv stand" and ModelNet40Align.prompts[28] == "range hood"

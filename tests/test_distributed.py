@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 class ObjectJitterRenderer(Renderer):
-    """The renderer with its distance jitter (SPEC 2 step 2) drawn from a generator seeded by each
+    """The renderer with its distance jitter (docs/method.md#rendering, step 2) drawn from a generator seeded by each
     object's points, so an object gets the same jitter whichever process renders it and in whatever
     batch. Otherwise the same arithmetic as `Renderer(..., aug=True)`."""
 

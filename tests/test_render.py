@@ -1,4 +1,4 @@
-"""Renderer and selector against SPEC sections 2-3, hand computations and PyTorch3D."""
+"""Renderer and selector against docs/method.md (#rendering, #views), hand computations and PyTorch3D."""
 import math
 import subprocess
 import sys
@@ -109,7 +109,7 @@ def test_gradients_match_pytorch3d():
     torch.testing.assert_close(grads["native"], grads["pytorch3d"], atol=1e-4, rtol=1e-4)
 
 
-def test_rotation_is_the_spec_turn():
+def test_rotation_is_the_documented_turn():
     p = torch.tensor([[1.0, 2.0, 3.0]])
     assert (p @ torch.tensor(ROTATION)).tolist() == [[-2.0, 3.0, -1.0]]  # (x, y, z) -> (-y, z, -x)
 

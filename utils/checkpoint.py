@@ -1,4 +1,4 @@
-"""Reading, strict loading and atomic saving of checkpoints in the published layouts (SPEC 5, 6)."""
+"""Reading, strict loading and atomic saving of checkpoints in the published layouts (docs/method.md#checkpoint-layouts)."""
 import os
 import pickle
 import zipfile

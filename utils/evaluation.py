@@ -51,7 +51,7 @@ def predict_all(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataL
 
 def zeroshot_accuracy(infer: Callable[..., torch.Tensor], loader: DataLoader, prompts: torch.Tensor, views: int,
                       device: torch.device, rot: bool, desc: str) -> float:
-    """Zero-shot accuracy of `infer(points, rot) -> (B*V, C)` normalised features (SPEC section 4),
+    """Zero-shot accuracy of `infer(points, rot) -> (B*V, C)` normalised features (docs/method.md#zero-shot-scoring),
     over the whole dataset of an `eval_loader` (sharded under torchrun)."""
     labels, preds = predict_all(lambda p: zeroshot_logits(infer(p, rot=rot), prompts, views), loader, device,
                                 desc)
