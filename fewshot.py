@@ -76,7 +76,7 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     loader = distributed.eval_loader(test_set, args.test_batch_size, loader_workers(args.num_workers))
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA(args, eval=True, clip_model=clip_model, amp=amp)
+    model = DPA.from_args(args, clip_model, amp=amp)
     del clip_model
     load_state_dict_strict(model, read_checkpoint(args.ckpt, FEWSHOT_KIND), FEWSHOT_KIND, args.ckpt)
     model.to(device).eval()
@@ -123,7 +123,7 @@ def main(args: argparse.Namespace):
 
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA(args, clip_model=clip_model, amp=amp)
+    model = DPA.from_args(args, clip_model, amp=amp)
     del clip_model
     if distributed.world_size() > 1:
         # batch statistics over the global batch, so results do not depend on the number of processes

@@ -88,7 +88,7 @@ def main(args: argparse.Namespace) -> dict:
     clip_model = load_clip(args.clip, device)
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
     test_prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = CLIP2Point(args, clip_model, amp=amp).to(device)
+    model = CLIP2Point.from_args(args, clip_model, amp=amp).to(device)
     del clip_model
     if args.ckpt:
         load_state_dict_strict(model.point_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)

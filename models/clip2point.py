@@ -1,4 +1,5 @@
 """CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (docs/method.md#pre-training)."""
+import argparse
 import copy
 from typing import Optional, Tuple
 
@@ -6,7 +7,7 @@ import torch
 import torch.nn as nn
 from lightly.loss import NTXentLoss
 
-from models.common import clip_visual, frozen_copy
+from models.common import frozen_copy, image_tower
 from models.zeroshot import view_features
 from render import Renderer, Selector
 from utils import distributed
@@ -19,28 +20,37 @@ NTXENT_SCOPES = ("global", "local")
 class CLIP2Point(nn.Module):
     """Depth encoder `point_model` trained towards the frozen CLIP image tower `image_model`.
 
-    args: `views` (6 or 10), `dim` (0, or 512 for the learnable selector), `model` ("PointNet" or
-    "DGCNN"), `clip` (name or path, read when `clip_model` is None), optional `backend` and
-    `ntxent_scope` ("global", the default, or "local"; matters only under torchrun).
-    `amp`: autocast dtype of the two image encoders (None: float32).
+    clip_model: a CLIP model or its image tower, copied twice. views: 6 or 10 (the view set of
+    `infer`). dim: 0 for fixed views, or the shape feature size of the learnable selector (512),
+    whose shape extractor is `model` ("PointNet" or "DGCNN"). backend: the renderer's ("native" or
+    "pytorch3d"). ntxent_scope: "global" or "local", which negatives the losses see under torchrun.
+    amp: autocast dtype of the two image encoders (None: float32).
     """
 
-    def __init__(self, args, clip_model=None, amp: Optional[torch.dtype] = None):
+    def __init__(self, *, clip_model: nn.Module, views: int = 10, dim: int = 0, model: str = "PointNet",
+                 backend: str = "native", ntxent_scope: str = "global", amp: Optional[torch.dtype] = None):
         super().__init__()
+        if ntxent_scope not in NTXENT_SCOPES:
+            raise ValueError(f"ntxent_scope must be one of {NTXENT_SCOPES}, got {ntxent_scope!r}")
         self.amp = amp
-        self.views = args.views
-        self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
-        self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
-        visual = clip_visual(args, clip_model)
+        self.views = views
+        self.ntxent_scope = ntxent_scope
+        self.selector = Selector(views, dim, model)
+        self.renderer = Renderer(backend=backend)
+        visual = image_tower(clip_model)
         self.point_model = copy.deepcopy(visual).requires_grad_(True)
         self.image_model = frozen_copy(visual)
         # learned balance between the two losses (uncertainty weighting), a 0-dim parameter as in
         # the published checkpoints (`module.weights` has shape [])
         self.weights = nn.Parameter(torch.ones([]))
         self.criterion = NTXentLoss(temperature=TEMPERATURE)
-        self.ntxent_scope = getattr(args, "ntxent_scope", "global")
-        if self.ntxent_scope not in NTXENT_SCOPES:
-            raise ValueError(f"ntxent_scope must be one of {NTXENT_SCOPES}, got {self.ntxent_scope!r}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, clip_model: nn.Module,
+                  amp: Optional[torch.dtype] = None) -> "CLIP2Point":
+        """The model of pretraining.py's flags."""
+        return cls(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
+                   ntxent_scope=args.ntxent_scope, amp=amp)
 
     def train(self, mode: bool = True) -> "CLIP2Point":
         super().train(mode)

@@ -1,16 +1,19 @@
-"""Helpers shared by the models: building the encoder copies of CLIP's image tower."""
+"""Helpers shared by the models: CLIP's image tower and frozen copies of it."""
 import copy
 
 import torch.nn as nn
 
-from utils.clip_loader import DEFAULT_CLIP, load_clip
 
+def image_tower(clip_model: nn.Module) -> nn.Module:
+    """CLIP's image tower: `clip_model.visual` of a whole CLIP model, or the tower itself.
 
-def clip_visual(args, clip_model=None) -> nn.Module:
-    """CLIP's image tower (`clip_model.visual`), loading CLIP from `args.clip` when not given."""
-    if clip_model is None:
-        clip_model = load_clip(getattr(args, "clip", None) or DEFAULT_CLIP, device="cpu")
-    return clip_model.visual
+    The tower must say its feature size (`output_dim`, 512 for ViT-B/32), as CLIP's towers do.
+    """
+    visual = getattr(clip_model, "visual", clip_model)
+    if not isinstance(visual, nn.Module) or not isinstance(getattr(visual, "output_dim", None), int):
+        raise TypeError(f"expected a CLIP model or its image tower (a module with an int `output_dim`), "
+                        f"got {type(clip_model).__name__}")
+    return visual
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:

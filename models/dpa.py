@@ -1,4 +1,5 @@
 """Dual-Path Adapter for few-shot classification (docs/method.md#dual-path-adapter)."""
+import argparse
 from typing import List, Optional
 
 import torch
@@ -6,38 +7,45 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.adapter import SimplifiedAdapter
-from models.common import clip_visual, frozen_copy
+from models.common import frozen_copy, image_tower
 from render import Renderer, Selector
 from utils.amp import autocast_encode
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
-
-FEATURE_DIM = 512
 
 
 class DPA(nn.Module):
     """Two frozen encoders (pre-trained depth encoder `pre_model`, original CLIP tower `ori_model`),
     each followed by a trainable SimplifiedAdapter; their outputs are averaged.
 
-    args: `views`, `dim`, `model`, `clip` (used when `clip_model` is None), `ckpt` (pre-training
-    checkpoint loaded into `pre_model` unless `eval`: then a whole few-shot checkpoint is expected
-    to be loaded afterwards), optional `backend`. `amp`: autocast dtype of the two encoders (None:
-    float32).
+    clip_model: a CLIP model or its image tower, copied twice (load the pre-trained depth encoder
+    into `pre_model` afterwards, or a whole few-shot checkpoint into the model). views, dim, model,
+    backend, amp: as for `CLIP2Point`. The adapters' width is the tower's `output_dim`.
     """
 
-    def __init__(self, args, eval: bool = False, clip_model=None, amp: Optional[torch.dtype] = None):
+    def __init__(self, *, clip_model: nn.Module, views: int = 10, dim: int = 0, model: str = "PointNet",
+                 backend: str = "native", amp: Optional[torch.dtype] = None):
         super().__init__()
         self.amp = amp
-        self.views = args.views
-        self.selector = Selector(args.views, getattr(args, "dim", 0), getattr(args, "model", "PointNet"))
-        self.renderer = Renderer(points_radius=0.02, backend=getattr(args, "backend", "native"))
-        visual = clip_visual(args, clip_model)
+        self.views = views
+        self.selector = Selector(views, dim, model)
+        self.renderer = Renderer(backend=backend)
+        visual = image_tower(clip_model)
         self.pre_model = frozen_copy(visual)
         self.ori_model = frozen_copy(visual)
-        ckpt = getattr(args, "ckpt", None)
-        if not eval and ckpt:
-            load_state_dict_strict(self.pre_model, read_state_dict(ckpt), PRETRAIN_KIND, ckpt)
-        self.adapter1 = SimplifiedAdapter(num_views=args.views, in_features=FEATURE_DIM)
-        self.adapter2 = SimplifiedAdapter(num_views=args.views, in_features=FEATURE_DIM)
+        self.adapter1 = SimplifiedAdapter(num_views=views, in_features=visual.output_dim)
+        self.adapter2 = SimplifiedAdapter(num_views=views, in_features=visual.output_dim)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, clip_model: nn.Module,
+                  amp: Optional[torch.dtype] = None) -> "DPA":
+        """The model of fewshot.py's flags; for training, the depth encoder of the pre-training
+        checkpoint `--ckpt` is loaded into `pre_model` (with `--eval`, `--ckpt` is a whole few-shot
+        checkpoint, loaded by the caller)."""
+        net = cls(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
+                  amp=amp)
+        if args.ckpt and not args.eval:
+            load_state_dict_strict(net.pre_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
+        return net
 
     def train(self, mode: bool = True) -> "DPA":
         super().train(mode)
@@ -51,7 +59,7 @@ class DPA(nn.Module):
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def forward(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
-        """points (B, N, 3) -> L2-normalised features (B, 512); logits = features @ prompts^T.
+        """points (B, N, 3) -> L2-normalised features (B, D); logits = features @ prompts^T.
         `rot` rotates z-up clouds (ModelNet) before rendering; False for y-up clouds."""
         azim, elev, dist = self.selector(points)
         # the encoders are frozen: only a learnable selector needs gradients through them

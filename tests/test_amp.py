@@ -1,6 +1,5 @@
 """--amp: flag parsing, the CPU note, autocast of the encoders only, unchanged results on CPU."""
 import csv
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -55,8 +54,7 @@ def test_amp_dtype_on_cpu_is_ignored_with_a_note(capsys):
 
 def test_autocast_encode_runs_only_the_encoder_in_low_precision(tiny_clip):
     images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    encoder = DPA(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
-                  clip_model=tiny_clip).ori_model
+    encoder = DPA(clip_model=tiny_clip, views=6).ori_model
     reference = encoder(images)
     torch.testing.assert_close(autocast_encode(encoder, images, None), reference, rtol=0, atol=0)
     # the mechanics, shown with CPU bfloat16 autocast (the scripts use it on CUDA only)
@@ -71,9 +69,8 @@ def test_autocast_encode_runs_only_the_encoder_in_low_precision(tiny_clip):
 def test_models_with_amp_keep_their_keys_and_copy_normally(tiny_clip):
     import copy
 
-    args = SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None)
-    plain = DPA(args, eval=True, clip_model=tiny_clip)
-    mixed = DPA(args, eval=True, clip_model=tiny_clip, amp=torch.bfloat16)
+    plain = DPA(clip_model=tiny_clip, views=6)
+    mixed = DPA(clip_model=tiny_clip, views=6, amp=torch.bfloat16)
     assert list(mixed.state_dict()) == list(plain.state_dict())
     assert "forward" not in vars(mixed.pre_model)  # no per-instance forward
     clone = copy.deepcopy(mixed)
@@ -136,8 +133,7 @@ def test_zeroshot_and_fewshot_eval_unchanged_on_cpu(tmp_path, tiny_clip_path, ti
     assert accs["off"] == accs["fp16"] and rows["off"] == rows["fp16"] and len(rows["off"]) == 21
 
     torch.manual_seed(0)
-    model = DPA(SimpleNamespace(views=10, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
-                clip_model=tiny_clip)
+    model = DPA(clip_model=tiny_clip, views=10)
     ckpt = save_checkpoint(model.state_dict(), str(tmp_path / "best_test.pth"))
     for amp in ("off", "bf16"):
         out = tmp_path / f"fs_{amp}.csv"

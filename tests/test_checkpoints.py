@@ -11,8 +11,9 @@ from utils import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict
                    read_state_dict, save_checkpoint)
 
 
-def make_args(views=10, ckpt=None):
-    return SimpleNamespace(views=views, dim=0, model="PointNet", clip=None, ckpt=ckpt)
+def fewshot_args(ckpt=None, eval=False):
+    """fewshot.py's flags that DPA.from_args reads."""
+    return SimpleNamespace(views=10, dim=0, model="PointNet", backend="native", ckpt=ckpt, eval=eval)
 
 
 def cloud(batch=2, n=512, seed=0):
@@ -33,7 +34,7 @@ def perturb(module, seed):
 def pretrain_ckpt(tmp_path, tiny_clip):
     """A pre-training checkpoint in the published layout (DataParallel state dict) and its model."""
     torch.manual_seed(0)
-    net = CLIP2Point(make_args(), clip_model=tiny_clip)
+    net = CLIP2Point(clip_model=tiny_clip)
     perturb(net.point_model, seed=1)
     with torch.no_grad():
         net.weights.fill_(1.25)
@@ -45,7 +46,7 @@ def pretrain_ckpt(tmp_path, tiny_clip):
 @pytest.fixture
 def fewshot_ckpt(tmp_path, tiny_clip, pretrain_ckpt):
     torch.manual_seed(0)
-    net = DPA(make_args(ckpt=pretrain_ckpt[0]), clip_model=tiny_clip)
+    net = DPA.from_args(fewshot_args(ckpt=pretrain_ckpt[0]), tiny_clip)
     perturb(net.adapter1, seed=2)
     perturb(net.adapter2, seed=3)
     path = str(tmp_path / "exp_results" / "best_test.pth")
@@ -70,7 +71,7 @@ def test_pretrain_layout(pretrain_ckpt, tiny_clip):
 
 def test_pretrain_round_trip(pretrain_ckpt, tiny_clip):
     path, net = pretrain_ckpt
-    fresh = nn.DataParallel(CLIP2Point(make_args(), clip_model=tiny_clip))
+    fresh = nn.DataParallel(CLIP2Point(clip_model=tiny_clip))
     load_state_dict_strict(fresh, torch.load(path, weights_only=True), PRETRAIN_KIND, path)
     points = cloud()
     with torch.no_grad():
@@ -96,12 +97,12 @@ def test_read_state_dict(tmp_path, pretrain_ckpt, wrapped):
 
 def test_dpa_loads_pretrained_encoder(pretrain_ckpt, tiny_clip):
     path, net = pretrain_ckpt
-    dpa = DPA(make_args(ckpt=path), clip_model=tiny_clip)
+    dpa = DPA.from_args(fewshot_args(ckpt=path), tiny_clip)
     for k, v in dpa.pre_model.state_dict().items():
         assert torch.equal(v, net.point_model.state_dict()[k])
     for k, v in dpa.ori_model.state_dict().items():
         assert torch.equal(v, tiny_clip.visual.state_dict()[k])
-    skipped = DPA(make_args(ckpt=path), eval=True, clip_model=tiny_clip)
+    skipped = DPA.from_args(fewshot_args(ckpt=path, eval=True), tiny_clip)
     assert torch.equal(skipped.pre_model.proj, tiny_clip.visual.proj)
 
 
@@ -111,7 +112,7 @@ def test_fewshot_layout_and_round_trip(fewshot_ckpt, tiny_clip):
     prefixes = {k.split(".")[0] for k in state}
     assert prefixes == {"selector", "pre_model", "ori_model", "adapter1", "adapter2"}
     assert "adapter1.global_f.0.bn.weight" in state and "adapter2.global_f.3.weight" in state
-    fresh = DPA(make_args(), eval=True, clip_model=tiny_clip)
+    fresh = DPA(clip_model=tiny_clip)
     load_state_dict_strict(fresh, state, FEWSHOT_KIND, path)
     fresh.eval()
     points = cloud()
@@ -128,7 +129,7 @@ def test_wrong_checkpoint_kinds(pretrain_ckpt, fewshot_ckpt, tiny_clip):
     assert few_path in msg and "few-shot" in msg and PRETRAIN_KIND in msg
 
     with pytest.raises(CheckpointError) as err:  # few-shot checkpoint given for pre-training
-        model = nn.DataParallel(CLIP2Point(make_args(), clip_model=tiny_clip))
+        model = nn.DataParallel(CLIP2Point(clip_model=tiny_clip))
         load_state_dict_strict(model, torch.load(few_path, weights_only=True), PRETRAIN_KIND, few_path)
     msg = str(err.value)
     assert few_path in msg and PRETRAIN_KIND in msg and "missing keys" in msg and "unexpected keys" in msg
@@ -137,12 +138,12 @@ def test_wrong_checkpoint_kinds(pretrain_ckpt, fewshot_ckpt, tiny_clip):
     assert len(listed) == 5
 
     with pytest.raises(CheckpointError) as err:  # pre-training checkpoint given for --eval
-        load_state_dict_strict(DPA(make_args(), eval=True, clip_model=tiny_clip),
+        load_state_dict_strict(DPA(clip_model=tiny_clip),
                                torch.load(pre_path, weights_only=True), FEWSHOT_KIND, pre_path)
     assert FEWSHOT_KIND in str(err.value) and "looks like a pre-training checkpoint" in str(err.value)
 
     with pytest.raises(CheckpointError, match="differ in shape") as err:  # 10-view checkpoint, 6 views
-        load_state_dict_strict(DPA(make_args(views=6), eval=True, clip_model=tiny_clip),
+        load_state_dict_strict(DPA(clip_model=tiny_clip, views=6),
                                torch.load(few_path, weights_only=True), FEWSHOT_KIND, few_path)
     assert "adapter1.fusion_ratio (10,) vs (6,)" in str(err.value)
 

@@ -56,8 +56,7 @@ class ObjectJitterRenderer(Renderer):
 
 def make_model(clip_path: str, scope: str):
     torch.manual_seed(0)
-    args = SimpleNamespace(views=10, dim=0, model="PointNet", clip=clip_path, ntxent_scope=scope)
-    model = CLIP2Point(args, clip_model=load_clip(clip_path))
+    model = CLIP2Point(clip_model=load_clip(clip_path), views=10, ntxent_scope=scope)
     model.renderer = ObjectJitterRenderer()
     optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=0.006,
                                      weight_decay=1e-4)
@@ -288,8 +287,7 @@ def test_helpers_without_torchrun():
 
 
 def test_sync_batchnorm_conversion_keeps_keys(tiny_clip):
-    args = SimpleNamespace(views=10, dim=512, model="PointNet", clip=None, ckpt=None)
-    model = DPA(args, eval=True, clip_model=tiny_clip)
+    model = DPA(clip_model=tiny_clip, views=10, dim=512)
     before = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     converted = distributed.convert_sync_batchnorm(model, torch.device("cpu"))
     assert converted is model
@@ -352,7 +350,7 @@ def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
     assert proc.stdout.count("epoch 1: loss ") == 1
     assert any((run_dir / "tensorboard").iterdir())
 
-    model = CLIP2Point(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None), clip_model=tiny_clip)
+    model = CLIP2Point(clip_model=tiny_clip, views=6)
     published = torch.load(run_dir / "best_val.pth", weights_only=True)
     assert list(published) == [f"module.{k}" for k in model.state_dict()]
     # last.pth of a 2-process run resumes in one process
@@ -365,8 +363,7 @@ def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
 
     torchrun("fewshot.py", "--exp_name", "fs", "--ckpt", str(run_dir / "best_val.pth"), "--shots", "1",
              "--batch_size", "16", "--output_dir", str(tmp_path / "fs"), *common)
-    dpa = DPA(SimpleNamespace(views=6, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
-              clip_model=tiny_clip)
+    dpa = DPA(clip_model=tiny_clip, views=6)
     best = torch.load(tmp_path / "fs" / "fs" / "best.pth", weights_only=True)
     assert list(best) == list(dpa.state_dict())  # plain DPA keys: no `module.`, batch norm keys unchanged
     log = (tmp_path / "fs" / "fs" / "run.log").read_text()

@@ -1,17 +1,26 @@
 """CLIP2Point losses and gradients, DPA and the simplified adapter, with the tiny CLIP."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn as nn
 from lightly.loss import NTXentLoss
 
 from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
 
 
-def make_args(views=10, **kw):
-    return SimpleNamespace(views=views, dim=0, model="PointNet", clip=None, ckpt=None, **kw)
+class PooledTower(nn.Module):
+    """A stand-in image tower with another feature size: mean colour per channel -> Linear(3, 8)."""
+
+    output_dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(3, self.output_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images.mean(dim=(2, 3)))
 
 
 def cloud(batch=2, n=512, seed=0):
@@ -47,7 +56,7 @@ def test_nt_xent_matches_reference():
 @pytest.fixture
 def pretrain(tiny_clip):
     torch.manual_seed(0)
-    net = CLIP2Point(make_args(views=10), clip_model=tiny_clip)
+    net = CLIP2Point(clip_model=tiny_clip, views=10)
     with torch.no_grad():  # make the trained copy differ from the frozen one
         for p in net.point_model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -106,7 +115,7 @@ def test_clip2point_gradients(pretrain):
 
 @pytest.mark.parametrize("views", [6, 10])
 def test_infer_shapes(tiny_clip, views):
-    net = CLIP2Point(make_args(views=views), clip_model=tiny_clip).eval()
+    net = CLIP2Point(clip_model=tiny_clip, views=views).eval()
     with torch.no_grad():
         feats = net.infer(cloud(), rot=True)
     assert feats.shape == (2 * views, 512)
@@ -116,7 +125,7 @@ def test_infer_shapes(tiny_clip, views):
 @pytest.mark.parametrize("views", [6, 10])
 def test_dpa_shapes_and_frozen_encoders(tiny_clip, views):
     torch.manual_seed(0)
-    net = DPA(make_args(views=views), eval=True, clip_model=tiny_clip).train()
+    net = DPA(clip_model=tiny_clip, views=views).train()
     assert not net.pre_model.training and not net.ori_model.training
     out = net(cloud())
     assert out.shape == (2, 512)
@@ -132,9 +141,7 @@ def test_dpa_shapes_and_frozen_encoders(tiny_clip, views):
 
 
 def test_dpa_learnable_selector_is_trainable(tiny_clip):
-    args = make_args(views=6)
-    args.dim = 512
-    net = DPA(args, eval=True, clip_model=tiny_clip)
+    net = DPA(clip_model=tiny_clip, views=6, dim=512)
     selector_params = {id(p) for p in net.selector.parameters()}
     assert selector_params and selector_params <= {id(p) for p in net.trainable_parameters()}
     # its gradient passes through the frozen encoders and the renderer
@@ -143,8 +150,26 @@ def test_dpa_learnable_selector_is_trainable(tiny_clip):
 
 
 def test_dpa_unknown_view_count(tiny_clip):
-    with pytest.raises(ValueError):
-        DPA(make_args(views=7), eval=True, clip_model=tiny_clip)
+    with pytest.raises(ValueError, match="unsupported number of views 7"):
+        DPA(clip_model=tiny_clip, views=7)
+
+
+def test_models_need_a_clip_tower_and_take_its_feature_size(tiny_clip):
+    for cls in (CLIP2Point, DPA):
+        with pytest.raises(TypeError, match="clip_model"):
+            cls(views=6)  # no silent download of a default CLIP
+        with pytest.raises(TypeError, match="expected a CLIP model or its image tower"):
+            cls(clip_model=nn.Linear(3, 3), views=6)
+    # the whole CLIP model and its tower give the same model
+    assert list(DPA(clip_model=tiny_clip.visual).state_dict()) == list(DPA(clip_model=tiny_clip).state_dict())
+    torch.manual_seed(0)
+    net = DPA(clip_model=PooledTower(), views=6).eval()
+    assert net.adapter1.in_features == 8 and net.adapter1.global_f[3].in_features == 6 * 8
+    with torch.no_grad():
+        out = net(cloud(n=64))
+    assert out.shape == (2, 8) and torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
+    feats = CLIP2Point(clip_model=PooledTower(), views=6).infer(cloud(n=64))
+    assert feats.shape == (2 * 6, 8)
 
 
 def test_adapter_names_and_indices():

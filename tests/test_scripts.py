@@ -14,6 +14,7 @@ from datasets import ModelNet40Ply, ScanObjectNN
 from models import CLIP2Point, DPA
 from tests.data_fixtures import synthetic_root
 from utils.cli import run
+from utils.clip_loader import load_clip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,8 @@ def test_pretraining_outputs(pretrained, tiny_clip_path):
     assert all(k.startswith("module.") for k in state)
     assert "module.weights" in state and "module.selector.view_selector.views_azim" in state
     args = parse(pretraining, "--exp_name", "x", "--clip", tiny_clip_path)
-    torch.nn.DataParallel(CLIP2Point(args)).load_state_dict(state, strict=True)
+    model = CLIP2Point.from_args(args, load_clip(tiny_clip_path))
+    torch.nn.DataParallel(model).load_state_dict(state, strict=True)
     assert os.path.isfile(run_dir / "best_test.pth") and os.path.isfile(run_dir / "last.pth")
     logged = [float(e.split("val_acc ")[1].split()[0]) for e in epochs]
     assert best["val"] == pytest.approx(max(logged), abs=1e-4)
