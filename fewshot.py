@@ -12,6 +12,8 @@ learnable view selector) train.
 import argparse
 import os
 import time
+import warnings
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,29 +22,25 @@ from tqdm import tqdm
 
 from datasets import ModelNet40Align, ModelNet40Ply
 from models import DPA
+from render.pictures import depth_picture
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
 from utils import distributed
-from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, amp_dtype, get_device,
-                       loader_workers, run)
-from render.pictures import depth_picture
+from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
+                       get_device, loader_workers, run)
 from utils.amp import grad_scaler, optimizer_step
 from utils.evaluation import accuracy, predict_all, print_report, write_predictions
 from utils.resume import resume, save_last
-from utils.seeding import seed_everything
+from utils.seeding import reseed_per_rank, seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="Few-shot point cloud classification with the Dual-Path Adapter.")
     parser.add_argument("--exp_name", default=None, help="name of the run folder under --output_dir (training)")
-    parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="number of views (default 10)")
+    add_view_arguments(parser, views_help="number of views (default 10)")
     parser.add_argument("--ckpt", default=None,
                         help="training: pre-training checkpoint (best_eval.pth) for the depth encoder (without "
                              "it both paths start from CLIP's own image tower); --eval: few-shot checkpoint "
                              "(best_test.pth)")
-    parser.add_argument("--dim", type=int, default=0, help="learnable view selector feature size, 0 = fixed views "
-                                                          "(default 0; the learnable variant uses 512)")
-    parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
-                        help="shape extractor of the learnable view selector (default PointNet)")
     parser.add_argument("--batch_size", type=int, default=32, help="objects per training batch (default 32)")
     parser.add_argument("--test_batch_size", type=int, default=32, help="objects per evaluation batch (default 32)")
     parser.add_argument("--epoch", type=int, default=100, help="training epochs (default 100)")
@@ -64,6 +62,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="with --eval: write a CSV (file,label,pred) with one row per object")
     add_common_arguments(parser)
     return parser
+
+
+def describe_shots(labels: Sequence[int], classes: Sequence[str], shots: int) -> str:
+    """"16 shots x 40 classes", or, when some classes have fewer objects than `shots`, how many
+    each of them really has."""
+    counts = [0] * len(classes)
+    for label in labels:
+        counts[label] += 1
+    short = [f"{name} {n}" for name, n in zip(classes, counts) if n < shots]
+    if not short:
+        return f"{shots} shots x {len(classes)} classes"
+    return (f"{shots} shots x {len(classes)} classes, but {len(short)} classes have fewer objects: "
+            f"{', '.join(short)}")
 
 
 def evaluate(args: argparse.Namespace, device: torch.device) -> float:
@@ -109,7 +120,9 @@ def main(args: argparse.Namespace):
 
     # the shots come from the seeded global generator, so a resumed run draws the same ones (and
     # every process of a torchrun draws the same ones)
-    train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points)
+    with warnings.catch_warnings():  # short classes are logged once below, by rank 0, into run.log
+        warnings.filterwarnings("ignore", message=r".*classes have fewer than few_num")
+        train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points)
     if args.test_source == "align":  # published: new points from the test meshes every epoch
         test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
     else:
@@ -132,9 +145,7 @@ def main(args: argparse.Namespace):
     train_model = distributed.wrap_ddp(model, device)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scaler = grad_scaler(amp, device)
-    if distributed.world_size() > 1:
-        # same model everywhere (DDP copied rank 0's), different data randomness on every rank
-        seed_everything(args.seed + distributed.rank())
+    reseed_per_rank(args.seed)
     start_epoch, best = 0, {"test": -1.0}
     if args.resume:
         start_epoch, best = resume(run_dir, model, optimizer, None, scaler)
@@ -143,8 +154,8 @@ def main(args: argparse.Namespace):
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}"
                  if distributed.world_size() > 1 else "")
     encoder = args.ckpt or "CLIP's image tower (no --ckpt)"
-    log(f"train {len(train_set)} objects ({args.shots} shots x {len(train_set.classes)} classes), test "
-        f"{len(test_set)} ({test_set.name}); depth encoder {encoder}; device {device}{processes}; "
+    log(f"train {len(train_set)} objects ({describe_shots(train_set.labels, train_set.classes, args.shots)}), "
+        f"test {len(test_set)} ({test_set.name}); depth encoder {encoder}; device {device}{processes}; "
         f"epochs {start_epoch + 1}..{args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):

@@ -20,31 +20,28 @@ from tqdm import tqdm
 
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from models import CLIP2Point
+from render.pictures import depth_picture
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
 from utils import distributed
-from render.pictures import depth_picture
 from utils.amp import grad_scaler, optimizer_step
-from utils.cli import (ArgumentParser, RunLog, add_common_arguments, amp_dtype, check_batches, get_device,
-                       loader_workers, run)
+from utils.cli import (ArgumentParser, RunLog, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
+                       get_device, loader_workers, run)
 from utils.errors import UsageError
 from utils.evaluation import zeroshot_accuracy
 from utils.resume import resume, save_last
-from utils.seeding import seed_everything
+from utils.seeding import reseed_per_rank, seed_everything
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="CLIP2Point image-depth pre-training on ShapeNet.")
     parser.add_argument("--exp_name", required=True, help="name of the run folder under --output_dir")
-    parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="views for validation (default 10)")
+    add_view_arguments(parser, views_help="views for validation (default 10)",
+                       dim_help="view selector feature size, 0 = fixed views (default 0). With 512 the MVTN-style "
+                                "selector is built (and saved in the checkpoints) but gets no gradient here: the "
+                                "training step renders at the ShapeNet renderings' own angles, the selector only "
+                                "picks the validation and test views, with its initial weights")
     parser.add_argument("--num_points", type=int, default=1024, help="points per object (default 1024)")
     parser.add_argument("--ckpt", default=None, help="pre-training checkpoint to start the depth encoder from")
-    parser.add_argument("--dim", type=int, default=0,
-                        help="view selector feature size, 0 = fixed views (default 0). With 512 the MVTN-style "
-                             "selector is built (and saved in the checkpoints) but gets no gradient here: the "
-                             "training step renders at the ShapeNet renderings' own angles, the selector only "
-                             "picks the validation and test views, with its initial weights")
-    parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
-                        help="shape extractor of the learnable view selector (default PointNet)")
     parser.add_argument("--batch_size", type=int, default=256, help="objects per training batch (default 256)")
     parser.add_argument("--test_batch_size", type=int, default=32, help="objects per evaluation batch (default 32)")
     parser.add_argument("--epoch", type=int, default=100, help="training epochs (default 100)")
@@ -101,9 +98,7 @@ def main(args: argparse.Namespace) -> dict:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
         optimizer, T_0=2 * len(train_loader), T_mult=1, eta_min=1e-5)
     scaler = grad_scaler(amp, device)
-    if distributed.world_size() > 1:
-        # same model everywhere (DDP copied rank 0's), different data randomness on every rank
-        seed_everything(args.seed + distributed.rank())
+    reseed_per_rank(args.seed)
     start_epoch, best = 0, {"val": -1.0, "test": -1.0}
     if args.resume:
         start_epoch, best = resume(run_dir, model, optimizer, scheduler, scaler)

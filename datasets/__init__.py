@@ -18,15 +18,5 @@ __all__ = [
     "ShapeNetRender", "DatasetNotFound", "DataError", "normalize", "farthest_point_sample",
     "MODELNET40_CLASSES", "MODELNET40_PROMPTS", "MODELNET10_CLASSES", "MODELNET10_PROMPTS",
     "SCANOBJECTNN_CLASSES", "SCANOBJECTNN_PROMPTS", "SHAPENET55_SYNSETS", "SHAPENET55_PROMPTS",
-    "SHAPENET55_EXCLUDED", "VIEWS_10_AZIM", "VIEWS_10_ELEV", "VIEWS_10_DIST", "DATASETS",
+    "SHAPENET55_EXCLUDED", "VIEWS_10_AZIM", "VIEWS_10_ELEV", "VIEWS_10_DIST",
 ]
-
-# name -> loader class, for scripts taking a --dataset argument
-DATASETS = {
-    "ModelNet40_Align": ModelNet40Align,
-    "ModelNet40_Ply": ModelNet40Ply,
-    "ModelNet10": ModelNet10,
-    "ModelNet10_Ply": ModelNet10Ply,
-    "ScanObjectNN": ScanObjectNN,
-    "ShapeNet55": ShapeNet55,
-}

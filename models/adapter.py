@@ -8,7 +8,6 @@ class BatchNormPoint(nn.Module):
 
     def __init__(self, feat_size: int):
         super().__init__()
-        self.feat_size = feat_size
         self.bn = nn.BatchNorm1d(feat_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,14 @@ ROTATION = ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 
 BACKENDS = ("native", "pytorch3d")
 
+# Foreground depths map to grey levels 0 .. 200/255, so the farthest point stays darker than the
+# white background (1). Applied as * 200 / 255, the published arithmetic.
+DEPTH_SCALE = (200, 255)
+
+# With `aug`, each of the two copies of a view is seen from dist * (1 + (u - 0.5) / 5), u uniform in
+# [0, 1): within +-10 % of the view's distance.
+DIST_JITTER = 0.1
+
 
 def look_at_view_transform(dist: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor
                            ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -139,7 +147,7 @@ def depth_to_image(zbuf: torch.Tensor) -> torch.Tensor:
         far = zbuf.flatten(1).amax(dim=1)[:, None, None]
         near = zbuf.masked_fill(~mask, 1.0).flatten(1).amin(dim=1)[:, None, None]
     # (d - m) / M * 200 / 255 on the foreground, 1 on the background; in place to spare memory traffic
-    return (zbuf - near).div_(far).mul_(200).div_(255).masked_fill_(~mask, 1.0)
+    return (zbuf - near).div_(far).mul_(DEPTH_SCALE[0]).div_(DEPTH_SCALE[1]).masked_fill_(~mask, 1.0)
 
 
 def to_display(images: torch.Tensor) -> torch.Tensor:
@@ -188,10 +196,11 @@ class Renderer(nn.Module):
         if rot:
             points = points @ torch.tensor(ROTATION, device=points.device)
         if aug:
-            # two copies of every view, each at a distance jittered by up to +-10% per object
+            # two copies of every view, each at a distance jittered by up to DIST_JITTER per object
             u1 = torch.rand(B, 1, device=points.device)
             u2 = torch.rand(B, 1, device=points.device)
-            dist = torch.cat([dist * (1 + (u1 - 0.5) / 5), dist * (1 + (u2 - 0.5) / 5)], dim=1)
+            spread = 0.5 / DIST_JITTER  # (u - 0.5) / 5 for +-10 %
+            dist = torch.cat([dist * (1 + (u1 - 0.5) / spread), dist * (1 + (u2 - 0.5) / spread)], dim=1)
             azim, elev = azim.repeat(1, 2), elev.repeat(1, 2)
             view = 2 * view
         # every object is scaled by 1 / dist of its view, then seen from distance dist

@@ -3,6 +3,7 @@ import csv
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -143,6 +144,27 @@ def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, ca
     assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy: {acc:.4f}"
     with open(out) as f:
         assert next(csv.reader(f)) == ["file", "label", "pred"]
+
+
+def test_describe_shots_names_the_short_classes():
+    assert fewshot.describe_shots([0, 0, 1, 1], ["a", "b"], 2) == "2 shots x 2 classes"
+    assert fewshot.describe_shots([0, 0, 0, 2], ["a", "b", "c"], 3) == (
+        "3 shots x 3 classes, but 2 classes have fewer objects: b 0, c 1")
+
+
+def test_fewshot_logs_the_real_shots_once(tmp_path, data, tiny_clip_path, pretrained, capsys):
+    # the synthetic ModelNet40 has 4 training objects per class; --epoch 0 stops after the setup
+    args = parse(fewshot, "--exp_name", "short", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+                 pretrained[0] / "best_val.pth", "--shots", 5, "--epoch", 0, "--output_dir", tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fewshot.main(args)
+    assert not [w for w in caught if "fewer" in str(w.message)]  # said once, in the log line
+    expected = "train 160 objects (5 shots x 40 classes, but 40 classes have fewer objects: airplane 4, bathtub 4,"
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train ")]
+    assert len(printed) == 1 and printed[0].startswith(expected) and printed[0].count("xbox 4") == 1
+    logged = [line for line in (tmp_path / "short" / "run.log").read_text().splitlines() if " train " in line]
+    assert len(logged) == 1 and logged[0].split(" ", 2)[2] == printed[0]
 
 
 def test_fewshot_resume_matches_straight_run(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):

@@ -40,6 +40,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                              "default), fp16 (with gradient scaling when training) or bf16; ignored on CPU")
 
 
+def add_view_arguments(parser: argparse.ArgumentParser, views_help: str,
+                       dim_help: str = "learnable view selector feature size, 0 = fixed views "
+                                       "(default 0; the learnable variant uses 512)") -> None:
+    """--views (the view set, 10 by default) and the learnable view selector's --dim and --model,
+    as the two training scripts take them."""
+    parser.add_argument("--views", type=int, default=10, choices=[6, 10], help=views_help)
+    parser.add_argument("--dim", type=int, default=0, help=dim_help)
+    parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
+                        help="shape extractor of the learnable view selector (default PointNet)")
+
+
 def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
     """Call main(args); a user-fixable error becomes one stderr line and exit code 2. Under torchrun
     the process group is left at the end and errors of ranks other than 0 name their rank."""

@@ -68,11 +68,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum of a tensor over the processes (a copy)."""
     values = values.detach().clone()

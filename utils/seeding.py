@@ -4,12 +4,21 @@ import random
 import numpy as np
 import torch
 
+from utils import distributed
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators (CUDA's included)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def reseed_per_rank(seed: int) -> None:
+    """Under torchrun, once the model is the same everywhere (DDP copied rank 0's): different data
+    randomness on every rank (seed + rank). One process: nothing changes."""
+    if distributed.world_size() > 1:
+        seed_everything(seed + distributed.rank())
 
 
 def rng_state() -> dict:
