@@ -131,7 +131,7 @@ def check_rendering(report: Report, root: Path, quick: bool) -> None:
 
 
 def check(data_root: PathLike, quick: bool = False, max_problems: int = 10) -> Report:
-    """Inspect every dataset of SPEC section 7 under data_root."""
+    """Inspect every dataset (docs/method.md#datasets) under data_root."""
     root = Path(data_root)
     report = Report(max_problems)
     report.lines.append(f"data root: {root}")

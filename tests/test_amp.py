@@ -30,12 +30,15 @@ def test_amp_flag_parses(script, capsys):
     assert len(err.strip().splitlines()) == 1 and "--amp" in err and "fp8" in err
 
 
-def test_ntxent_scope_flag():
+def test_ntxent_scope_flag(capsys):
     parser = pretraining.get_args_parser()
     assert parser.parse_args(["--exp_name", "x"]).ntxent_scope == "global"
     assert parser.parse_args(["--exp_name", "x", "--ntxent_scope", "local"]).ntxent_scope == "local"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         parser.parse_args(["--exp_name", "x", "--ntxent_scope", "batch"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "--ntxent_scope" in err and "'batch'" in err
 
 
 def test_amp_dtype_on_cpu_is_ignored_with_a_note(capsys):

@@ -1,5 +1,6 @@
 """Published checkpoint layouts: round trips, encoder extraction, clear errors, atomic saving."""
 import os
+import pickle
 from types import SimpleNamespace
 
 import pytest
@@ -170,7 +171,7 @@ def test_save_checkpoint_is_atomic(tmp_path):
     path = str(tmp_path / "out" / "best.pth")
     save_checkpoint({"a": torch.ones(2)}, path)
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
-    with pytest.raises(Exception):
+    with pytest.raises(pickle.PicklingError, match="Can't pickle"):
         save_checkpoint({"a": lambda: None}, path)  # cannot be pickled
     assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
     assert os.listdir(tmp_path / "out") == ["best.pth"]

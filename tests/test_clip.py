@@ -130,7 +130,7 @@ def test_encode_prompts_matches_manual_encoding(tiny_clip):
     with torch.no_grad():
         manual = tiny_clip.encode_text(clip.tokenize(["image of a night stand"]))[0]
     assert torch.allclose(feats[2], manual / manual.norm(), atol=1e-6)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="encode_prompts needs at least one class name"):
         encode_prompts(tiny_clip, [], "cpu")
 
 

@@ -118,12 +118,19 @@ def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, cap
     assert sum(r[1] == r[2] for r in rows[1:]) / (len(rows) - 1) == pytest.approx(acc)
 
 
-def test_zeroshot_scanobjectnn_and_modelnet10(data, tiny_clip_path, capsys):
+def test_zeroshot_scanobjectnn_and_modelnet10(tmp_path, data, tiny_clip_path, capsys):
+    csv_path = tmp_path / "scan.csv"
     acc = zeroshot.main(parse(zeroshot, "--dataset", "ScanObjectNN", "--data_root", data, "--clip", tiny_clip_path,
-                              "--views", 10))
+                              "--views", 10, "--save_predictions", csv_path))
     out = capsys.readouterr().out
-    assert f"ScanObjectNN: {len(ScanObjectNN(data, 'test'))} test objects" in out
-    assert 0.0 <= acc <= 1.0 and out.strip().endswith(f"accuracy: {acc:.4f}")
+    expected = ScanObjectNN(data, "test")
+    assert f"ScanObjectNN: {len(expected)} test objects" in out
+    with open(csv_path) as f:
+        rows = list(csv.reader(f))[1:]
+    assert [r[0] for r in rows] == expected.files and [int(r[1]) for r in rows] == list(expected.labels)
+    # the reported accuracy is the share of rows whose prediction is the label
+    assert acc == pytest.approx(sum(r[1] == r[2] for r in rows) / len(rows), abs=1e-12)
+    assert out.strip().endswith(f"accuracy: {acc:.4f}")
     zeroshot.main(parse(zeroshot, "--dataset", "ModelNet10", "--data_root", data, "--clip", tiny_clip_path))
     assert "ModelNet10: 20 test objects, 10 classes" in capsys.readouterr().out
 

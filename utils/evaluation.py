@@ -78,7 +78,7 @@ def report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) ->
     The mean is over the classes present in `labels`.
     """
     per_class = per_class_accuracy(labels, preds, len(class_names))
-    width = max(len(n) for n in class_names)
+    width = max(len("class"), *(len(n) for n in class_names))  # columns line up under the header
     lines = [f"{'class':<{width}}  {'objects':>7}  accuracy"]
     for c, name in enumerate(class_names):
         count = int((labels == c).sum())
