@@ -1,4 +1,5 @@
-"""CLIP2Point models: the pre-training model and the Dual-Path Adapter (docs/method.md#pre-training, #dual-path-adapter)."""
+"""CLIP2Point models: the pre-training model and the Dual-Path Adapter
+(docs/method.md#pre-training, #dual-path-adapter)."""
 from models.adapter import SimplifiedAdapter
 from models.clip2point import CLIP2Point
 from models.dpa import DPA

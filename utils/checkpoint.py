@@ -1,4 +1,5 @@
-"""Reading, strict loading and atomic saving of checkpoints in the published layouts (docs/method.md#checkpoint-layouts)."""
+"""Reading, strict loading and atomic saving of checkpoints in the published layouts
+(docs/method.md#checkpoint-layouts)."""
 import os
 import pickle
 import zipfile
