@@ -6,7 +6,6 @@ Dual-Path Adapter's features) as a library call.
     out = classifier(points)               # points (N, 3) or (B, N, 3), centred and scaled
     classifier.top(out.probs, k=3)         # [("chair", 0.83), ("table", 0.09), ("lamp", 0.03)]
 """
-import argparse
 import copy
 from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Tuple, Union
@@ -117,8 +116,7 @@ class PointCloudClassifier(nn.Module):
 
         self.dpa: Optional[DPA] = None
         if fewshot_ckpt:
-            dpa_args = argparse.Namespace(views=views, dim=0, model="PointNet", backend=backend, ckpt=None)
-            self.dpa = DPA(dpa_args, eval=True, clip_model=clip_model, amp=amp)
+            self.dpa = DPA(clip_model=clip_model, views=views, backend=backend, amp=amp)
             load_state_dict_strict(self.dpa, read_checkpoint(fewshot_ckpt, FEWSHOT_KIND), FEWSHOT_KIND, fewshot_ckpt)
             self.dpa.to(device).eval()
             self.selector, self.renderer, self.encoder = self.dpa.selector, self.dpa.renderer, self.dpa.pre_model

@@ -1,5 +1,4 @@
 """classify.py, the PointCloudClassifier library class and the readers of every input format."""
-import argparse
 import csv
 import json
 import os
@@ -201,9 +200,8 @@ def test_classifier_refuses_unnormalised_clouds_and_bad_classes(tiny_clip, cloud
 
 
 def test_fewshot_classifier_uses_the_dpa_features(tmp_path, tiny_clip, cloud):
-    args = argparse.Namespace(views=10, dim=0, model="PointNet", backend="native", ckpt=None)
     torch.manual_seed(0)
-    dpa = DPA(args, eval=True, clip_model=tiny_clip)
+    dpa = DPA(clip_model=tiny_clip, views=10)
     for bn in (dpa.adapter1.global_f[4], dpa.adapter2.global_f[4]):  # non-trivial running statistics
         bn.running_mean.uniform_(-0.1, 0.1)
     ckpt = save_checkpoint(dpa.state_dict(), str(tmp_path / "best.pth"))

@@ -12,7 +12,7 @@ import fewshot
 import pretraining
 import zeroshot
 from datasets import ModelNet40Ply, ScanObjectNN
-from models import CLIP2Point, DPA
+from models import CLIP2Point
 from tests.data_fixtures import synthetic_root
 from utils.cli import run
 from utils.clip_loader import load_clip

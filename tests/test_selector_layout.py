@@ -1,7 +1,6 @@
 """The learnable view selector (`--dim 512`): the published key names and layer shapes, written
 out by hand, load strictly into our modules, and our forward pass computes the views that the
 published layer structure computes (checked against a functional re-statement of it)."""
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -178,8 +177,7 @@ def test_transform_net_last_layer_keeps_default_init():
 
 @pytest.mark.parametrize("extractor", ["PointNet", "DGCNN"])
 def test_published_fewshot_checkpoint_with_learnable_selector(extractor, tiny_clip):
-    args = SimpleNamespace(views=V, dim=D, model=extractor, clip=None, ckpt=None)
-    model = DPA(args, eval=True, clip_model=tiny_clip)
+    model = DPA(clip_model=tiny_clip, views=V, dim=D, model=extractor)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("selector.")}
     published = {f"selector.{k}": v.float() if v.is_floating_point() else v
                  for k, v in synthetic_state(view_selector_layout() + LAYOUTS[extractor]()).items()}
