@@ -1,4 +1,4 @@
-"""The whole CLIP2Point pipeline on the embedded synthetic data, on CPU (about a minute on two idle cores).
+"""The whole CLIP2Point pipeline on the embedded synthetic data, on CPU, in a few minutes.
 
     python demo.py            # or: make demo
 
