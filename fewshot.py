@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ModelNet40Ply
+from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import DPA
 from render.pictures import depth_picture
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
@@ -61,6 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_predictions", default=None, metavar="FILE",
                         help="with --eval: write a CSV (file,label,pred) with one row per object")
     add_common_arguments(parser)
+    add_cache_arguments(parser)
     return parser
 
 
@@ -120,11 +122,14 @@ def main(args: argparse.Namespace):
 
     # the shots come from the seeded global generator, so a resumed run draws the same ones (and
     # every process of a torchrun draws the same ones)
+    cache_dir = cache_dir_from_args(args)
     with warnings.catch_warnings():  # short classes are logged once below, by rank 0, into run.log
         warnings.filterwarnings("ignore", message=r".*classes have fewer than few_num")
-        train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points)
+        train_set = ModelNet40Align(args.data_root, "train", few_num=args.shots, num_points=args.num_points,
+                                    cache_dir=cache_dir)
     if args.test_source == "align":  # published: new points from the test meshes every epoch
-        test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
+        test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed,
+                                   cache_dir=cache_dir)
     else:
         test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
     if args.batch_size < 1:

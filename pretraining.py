@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
+from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import CLIP2Point
 from render.pictures import depth_picture
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
@@ -58,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "process with --batch_size (default); local = each process's own slice, as the "
                              "paper's DataParallel (results then depend on the number of GPUs)")
     add_common_arguments(parser)
+    add_cache_arguments(parser)
     return parser
 
 
@@ -74,7 +76,8 @@ def main(args: argparse.Namespace) -> dict:
         raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
     # published: evaluation points drawn anew every epoch (from the generator --seed seeds)
     val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
-    test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
+    test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed,
+                               cache_dir=cache_dir_from_args(args))
     check_batches(train_set, args.batch_size, "the ShapeNet55 training split")
     # --batch_size is the global batch; under torchrun every process loads its share
     train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=True,

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
+from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
@@ -57,6 +58,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--save_predictions", default=None, metavar="FILE",
                         help="write a CSV (file,label,pred) with one row per object")
     add_common_arguments(parser)
+    add_cache_arguments(parser)
     return parser
 
 
@@ -68,9 +70,11 @@ def build_test_set(args: argparse.Namespace, device: torch.device):
         return ScanObjectNN(args.data_root, "test", num_points=args.num_points, variant=args.variant,
                             fps_device=fps_device), False
     if args.dataset == "ModelNet10":
-        return ModelNet10(args.data_root, "test", num_points=args.num_points, seed=args.seed), True
+        return ModelNet10(args.data_root, "test", num_points=args.num_points, seed=args.seed,
+                          cache_dir=cache_dir_from_args(args)), True
     if args.source == "align":
-        return ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.seed), True
+        return ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.seed,
+                               cache_dir=cache_dir_from_args(args)), True
     return ModelNet40Ply(args.data_root, "test", num_points=args.num_points), True
 
 
@@ -97,9 +101,11 @@ def build_search_set(args: argparse.Namespace, device: torch.device):
         return ScanObjectNN(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
                             variant=args.variant, fps_device=fps_device)
     if args.dataset == "ModelNet10":
-        return ModelNet10(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed)
+        return ModelNet10(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
+                          cache_dir=cache_dir_from_args(args))
     # the fixed ModelNet40_Ply points are test objects only: the training objects are the aligned meshes
-    return ModelNet40Align(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed)
+    return ModelNet40Align(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
+                           cache_dir=cache_dir_from_args(args))
 
 
 def pick_view_weights(features_fn: Callable[[torch.Tensor], torch.Tensor], search_set: Dataset,

@@ -1,4 +1,6 @@
 """Shared pytest fixtures."""
+import os
+
 import pytest
 
 from utils.clip_loader import load_clip
@@ -15,3 +17,15 @@ def tiny_clip_path(tmp_path_factory) -> str:
 def tiny_clip(tiny_clip_path):
     """The tiny CLIP loaded through load_clip (float32, CPU, eval). Do not modify it in tests."""
     return load_clip(tiny_clip_path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_in_tmp(tmp_path_factory):
+    """Scripts run by the tests cache parsed meshes in a temporary folder, not the user's cache."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
