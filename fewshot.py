@@ -23,12 +23,14 @@ from tqdm import tqdm
 from datasets import ModelNet40Align, ModelNet40Ply
 from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import DPA
+from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from render.pictures import depth_picture
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
 from utils import distributed
 from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
                        get_device, loader_workers, run)
 from utils.amp import grad_scaler, optimizer_step
+from utils.encode_once import EncodeOnce
 from utils.evaluation import accuracy, predict_all, print_report, write_predictions
 from utils.resume import resume, save_last
 from utils.seeding import reseed_per_rank, seed_everything
@@ -61,8 +63,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
     parser.add_argument("--save_predictions", default=None, metavar="FILE",
                         help="with --eval: write a CSV (file,label,pred) with one row per object")
+    parser.add_argument("--reencode_test", action="store_true",
+                        help="render and encode the fixed test points after every epoch, as the published code "
+                             "does; by default (fixed views, --dim 0) they are encoded once and only the adapters "
+                             "run per epoch: the same results, less time")
     add_common_arguments(parser)
     add_cache_arguments(parser)
+    add_encoder_arguments(parser)
     return parser
 
 
@@ -83,6 +90,7 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     """Accuracy of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
     if not args.ckpt:
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
+    check_encoder_flags(args, device)
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
     test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
@@ -93,6 +101,8 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     del clip_model
     load_state_dict_strict(model, read_checkpoint(args.ckpt, FEWSHOT_KIND), FEWSHOT_KIND, args.ckpt)
     model.to(device).eval()
+    model.pre_model = encoder_from_args(model.pre_model, args, device, args.test_batch_size * args.views)
+    model.ori_model = encoder_from_args(model.ori_model, args, device, args.test_batch_size * args.views)
     if main_process:
         print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
     labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
@@ -109,6 +119,9 @@ def main(args: argparse.Namespace):
     seed_everything(args.seed)
     if args.eval:
         return evaluate(args, device)
+    if args.fold or args.quantize != "off" or args.compile:
+        raise UsageError("--fold, --quantize and --compile speed up --eval only; training uses the encoders "
+                         "as they are")
     if not args.exp_name:
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
     if args.eval_seed is not None and args.eval_seed < 0:
@@ -148,6 +161,13 @@ def main(args: argparse.Namespace):
         model = distributed.convert_sync_batchnorm(model, device)
     model.to(device)
     train_model = distributed.wrap_ddp(model, device)
+    # fixed points, frozen encoders and fixed views: the encoder features of the test set never
+    # change, so they are computed in the first epoch and kept on the device
+    if isinstance(test_set, ModelNet40Ply) and args.dim == 0 and not args.reencode_test:
+        test_batches = EncodeOnce(test_loader, model.encode, device)
+        test_logits = lambda f: model.adapt(f) @ prompts.t()  # noqa: E731
+    else:
+        test_batches, test_logits = test_loader, lambda p: model(p) @ prompts.t()
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=args.lr, weight_decay=args.weight_decay)
     scaler = grad_scaler(amp, device)
     reseed_per_rank(args.seed)
@@ -182,7 +202,7 @@ def main(args: argparse.Namespace):
         train_loss, train_acc = loss_sum / seen, correct / seen
 
         model.eval()
-        test_acc = accuracy(*predict_all(lambda p: model(p) @ prompts.t(), test_loader, device, desc="test"))
+        test_acc = accuracy(*predict_all(test_logits, test_batches, device, desc="test"))
         log(f"epoch {epoch + 1}: loss {train_loss:.4f} train_acc {train_acc:.4f} test_acc {test_acc:.4f} "
             f"({time.time() - start:.0f}s)")
         if main_process:

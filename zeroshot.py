@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
 from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
+from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
@@ -59,6 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="write a CSV (file,label,pred) with one row per object")
     add_common_arguments(parser)
     add_cache_arguments(parser)
+    add_encoder_arguments(parser)
     return parser
 
 
@@ -129,6 +131,7 @@ def main(args: argparse.Namespace) -> float:
     amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
     check_view_flags(args)
+    check_encoder_flags(args, device)
     weights = parse_view_weights(args.view_weights, args.views) if args.view_weights else None
     dataset, rot = build_test_set(args, device)
     loader = DataLoader(dataset, batch_size=args.test_batch_size, shuffle=False,
@@ -139,6 +142,7 @@ def main(args: argparse.Namespace) -> float:
     encoder = clip_model.visual.eval()
     if args.ckpt:
         load_state_dict_strict(encoder, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
+    encoder = encoder_from_args(encoder, args, device, args.test_batch_size * args.views)
     prompts = encode_prompts(clip_model, dataset.prompts, device)
     selector = Selector(args.views).to(device)
     projection = RealisticProjection() if args.projection == "realistic" else Renderer(backend=args.backend)

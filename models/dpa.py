@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from models.adapter import SimplifiedAdapter
 from models.common import frozen_copy, image_tower
+from models.zeroshot import encode_images
 from render import Renderer, Selector
-from utils.amp import autocast_encode
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
 
 
@@ -58,20 +58,31 @@ class DPA(nn.Module):
         modules = (self.adapter1, self.adapter2, self.selector)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
-    def forward(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
-        """points (B, N, 3) -> L2-normalised features (B, D); logits = features @ prompts^T.
-        `rot` rotates z-up clouds (ModelNet) before rendering; False for y-up clouds."""
+    def encode(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
+        """points (B, N, 3) -> the frozen encoders' features (B, 2, V, D) of the selector's views
+        (index 0 `pre_model`, 1 `ori_model`). With a fixed selector they depend on the points only,
+        so fixed test points can be encoded once (`utils.encode_once`). `rot` rotates z-up clouds
+        (ModelNet) before rendering; False for y-up clouds."""
         azim, elev, dist = self.selector(points)
         # the encoders are frozen: only a learnable selector needs gradients through them
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.selector.parameters())
         with torch.set_grad_enabled(need_grad):
             imgs = self.renderer(points, azim, elev, dist, self.views, rot=rot)
             imgs = imgs.reshape(-1, *imgs.shape[2:])
-            f_pre = autocast_encode(self.pre_model, imgs, self.amp)
-            f_ori = autocast_encode(self.ori_model, imgs, self.amp)
-        return self.fuse(f_pre, f_ori)
+            f_pre = encode_images(self.pre_model, imgs, self.amp)
+            f_ori = encode_images(self.ori_model, imgs, self.amp)
+        return torch.stack([f_pre, f_ori], dim=1).view(len(points), self.views, 2, -1).transpose(1, 2)
+
+    def adapt(self, features: torch.Tensor) -> torch.Tensor:
+        """Encoder features (B, 2, V, D) -> L2-normalised features (B, D) through the adapters."""
+        return self.fuse(features[:, 0].flatten(0, 1), features[:, 1].flatten(0, 1))
 
     def fuse(self, f_pre: torch.Tensor, f_ori: torch.Tensor) -> torch.Tensor:
         """Both encoders' view features (B*V, 512), views of an object consecutive -> the mean of the
         two adapters' outputs, L2-normalised (B, 512)."""
         return F.normalize((self.adapter1(f_pre) + self.adapter2(f_ori)) / 2, dim=-1)
+
+    def forward(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
+        """points (B, N, 3) -> L2-normalised features (B, D); logits = features @ prompts^T.
+        `rot` rotates z-up clouds (ModelNet) before rendering; False for y-up clouds."""
+        return self.adapt(self.encode(points, rot))

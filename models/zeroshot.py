@@ -29,11 +29,31 @@ def project_views(projection: nn.Module, points: torch.Tensor, selector: Optiona
     return render_views(selector, projection, points, views, rot)
 
 
-def encode_views(encoder: nn.Module, images: torch.Tensor, amp: Optional[torch.dtype] = None) -> torch.Tensor:
+# Images per encoder forward on CPU: one forward of 192 ViT-B/32 inputs ran 12-17% slower per
+# image than chunks of 8-48 (cache-sized activations); CUDA takes the whole batch at once.
+CPU_CHUNK = 48
+
+
+def encode_images(encoder: nn.Module, images: torch.Tensor, amp: Optional[torch.dtype] = None,
+                  chunk: Optional[int] = None) -> torch.Tensor:
+    """Images (M, 3, S, S) -> encoder features (M, D) (under autocast to `amp` when given), `chunk`
+    images per forward (default CPU_CHUNK on CPU, all at once elsewhere); the features do not
+    depend on the chunk beyond float rounding."""
+    if chunk is None:
+        chunk = CPU_CHUNK if images.device.type == "cpu" else max(len(images), 1)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if len(images) <= chunk:
+        return autocast_encode(encoder, images, amp)
+    return torch.cat([autocast_encode(encoder, part, amp) for part in images.split(chunk)])
+
+
+def encode_views(encoder: nn.Module, images: torch.Tensor, amp: Optional[torch.dtype] = None,
+                 chunk: Optional[int] = None) -> torch.Tensor:
     """Images (B, V, 3, S, S) -> L2-normalised features (B, V, D), every view encoded alone (under
-    autocast to `amp` when given)."""
+    autocast to `amp` when given, `chunk` images per forward: `encode_images`)."""
     B, V = images.shape[:2]
-    features = autocast_encode(encoder, images.flatten(0, 1), amp)
+    features = encode_images(encoder, images.flatten(0, 1), amp, chunk)
     return F.normalize(features, dim=-1).view(B, V, -1)
 
 

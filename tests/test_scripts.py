@@ -187,6 +187,21 @@ def test_fewshot_resume_matches_straight_run(tmp_path, fewshot_run, data, tiny_c
     assert resumed["best"] == straight["best"]
 
 
+def test_fewshot_test_encoded_once_matches_reencoding(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
+    # fewshot_run encodes the fixed test points once; this run renders and encodes them every epoch
+    fewshot.main(parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
+                       pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2,
+                       "--output_dir", tmp_path, "--reencode_test"))
+    strip_time = [line.rsplit(" (", 1)[0] for line in epoch_lines(fewshot_run[0])[1]]
+    assert [line.rsplit(" (", 1)[0] for line in epoch_lines(tmp_path / "run")[1]] == strip_time
+    straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
+    reencoded = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, reencoded["model"][key]), key
+    assert reencoded["best"] == straight["best"]
+    assert torch.equal(reencoded["rng"]["torch"], straight["rng"]["torch"])
+
+
 def exit_of(module, capsys, *argv):
     with pytest.raises(SystemExit) as exc:
         run(module.main, parse(module, *argv))
