@@ -22,6 +22,9 @@ bench: venv
 	$(PY) bench/render.py
 	$(PY) bench/zeroshot.py
 	$(PY) bench/pretrain_step.py
+	$(PY) bench/loading.py
+	$(PY) bench/fewshot_epoch.py
+	$(PY) bench/encoder.py
 
 clean:
 	rm -rf demo_out

@@ -1,4 +1,7 @@
-"""What the encoder benchmarks share: a ViT-B/32-shaped CLIP and a device barrier."""
+"""What the benchmarks share: a ViT-B/32-shaped CLIP, a device barrier, the CPU model."""
+import platform
+import subprocess
+
 import torch
 from clip.model import CLIP
 
@@ -14,3 +17,20 @@ def vit_b32_clip(seed: int = 0) -> CLIP:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu, else /proc/cpuinfo) and the threads torch uses."""
+    name = ""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        name = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if not name:
+        try:
+            with open("/proc/cpuinfo") as f:
+                name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+        except OSError:
+            pass
+    return f"CPU: {name or platform.processor() or 'unknown'}, {torch.get_num_threads()} torch threads"
