@@ -182,6 +182,9 @@ def main(args: argparse.Namespace):
     log(f"train {len(train_set)} objects ({describe_shots(train_set.labels, train_set.classes, args.shots)}), "
         f"test {len(test_set)} ({test_set.name}); depth encoder {encoder}; device {device}{processes}; "
         f"epochs {start_epoch + 1}..{args.epoch}")
+    if isinstance(test_batches, EncodeOnce):
+        log("test features encoded once (fixed points, frozen encoders, fixed views) and reused; "
+            "--reencode_test encodes them every time")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()

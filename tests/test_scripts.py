@@ -191,7 +191,9 @@ def test_fewshot_test_encoded_once_matches_reencoding(tmp_path, fewshot_run, dat
     # fewshot_run encodes the fixed test points once; this run renders and encodes them every epoch
     fewshot.main(parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
                        pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2,
-                       "--output_dir", tmp_path, "--reencode_test"))
+                       "--output_dir", tmp_path, "--test_source", "ply", "--reencode_test"))
+    assert "test features encoded once" in (fewshot_run[0] / "run.log").read_text()
+    assert "test features encoded once" not in (tmp_path / "run" / "run.log").read_text()
     strip_time = [line.rsplit(" (", 1)[0] for line in epoch_lines(fewshot_run[0])[1]]
     assert [line.rsplit(" (", 1)[0] for line in epoch_lines(tmp_path / "run")[1]] == strip_time
     straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
