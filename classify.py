@@ -25,6 +25,7 @@ from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNE
                                  SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
 from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
 from models.classifier import UP_AXES, PointCloudClassifier
+from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from render import RealisticProjection
 from render.pictures import depth_grid
 from utils import load_clip
@@ -94,6 +95,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="mixed precision of the image encoders on CUDA: off (float32, default), fp16 or "
                              "bf16; ignored on CPU")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mesh surface sampling (default 0)")
+    add_encoder_arguments(parser)
     return parser
 
 
@@ -171,6 +173,7 @@ def main(args: argparse.Namespace) -> List[dict]:
     views = args.views or (10 if args.fewshot_ckpt or args.projection == "realistic" else 6)
     weights = parse_view_weights(args.view_weights, views) if args.view_weights else None
     device = get_device(args.device)
+    check_encoder_flags(args, device)
     amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
 
@@ -195,6 +198,13 @@ def main(args: argparse.Namespace) -> List[dict]:
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
                                       ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend,
                                       projection=args.projection, view_weights=weights, amp=amp)
+    # --fold, --quantize, --compile: inference speed-ups of the image encoders (off by default)
+    if classifier.dpa is not None:
+        classifier.dpa.pre_model = encoder_from_args(classifier.dpa.pre_model, args, device, args.batch_size * views)
+        classifier.dpa.ori_model = encoder_from_args(classifier.dpa.ori_model, args, device, args.batch_size * views)
+        classifier.encoder = classifier.dpa.pre_model
+    else:
+        classifier.encoder = encoder_from_args(classifier.encoder, args, device, args.batch_size * views)
     encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
                "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
     print(f"{len(clouds)} objects, {len(classes)} classes, {args.projection} projection, {views} views, "

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import classify
 import fewshot
 import models.fast_encoder as fast
 import zeroshot
@@ -136,3 +137,13 @@ def test_encoder_flags_that_cannot_apply_exit_2(capsys, tiny_clip_path, module, 
         run(module.main, parse(module, "--data_root", synthetic_root(), "--clip", tiny_clip_path, *argv))
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_classify_fold_gives_the_same_scores(tmp_path, tiny_clip_path):
+    files = sorted((synthetic_root() / "ModelNet40_Ply").glob("*.ply"))[:3]
+    common = [*map(str, files), "--dataset", "ModelNet40", "--clip", tiny_clip_path, "--device", "cpu"]
+    plain = classify.main(classify.get_args_parser().parse_args(common))
+    folded = classify.main(classify.get_args_parser().parse_args(common + ["--fold"]))
+    assert [r["top"][0]["class"] for r in folded] == [r["top"][0]["class"] for r in plain]
+    for a, b in zip(plain, folded):
+        assert [t["prob"] for t in a["top"]] == pytest.approx([t["prob"] for t in b["top"]], abs=1e-4)
