@@ -15,7 +15,6 @@ import os
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -78,8 +77,7 @@ def main(args: argparse.Namespace) -> None:
     n_train, n_test = (PAPER_TRAIN, PAPER_TEST) if full else (PAPER_TRAIN // 40, PAPER_TEST // 40)
     with tempfile.TemporaryDirectory() as tmp:
         clip_model = vit_b32_clip() if full else load_clip(write_tiny_clip(os.path.join(tmp, "tiny.pt")))
-    model = DPA(SimpleNamespace(views=10, dim=0, model="PointNet", clip=None, ckpt=None), eval=True,
-                clip_model=clip_model).to(device)
+    model = DPA(clip_model=clip_model, views=10).to(device)
     prompts = F.normalize(torch.randn(40, 512), dim=-1).to(device)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3, weight_decay=1e-4)
     train_loader, test_loader = loader(n_train, True, 1), loader(n_test, False, 2)
