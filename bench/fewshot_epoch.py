@@ -8,7 +8,8 @@ Simulates the work of `fewshot.py` at the paper's proportions: 16 shots x 40 cla
 ModelNet40_Ply test objects scored after the epoch. Points are random clouds held in memory, so
 loading is not timed (`bench/loading.py` times it). "re-encode" renders and encodes the test set
 in every epoch; "encode once" is a later epoch after the first one kept the test features, so
-its test pass runs the adapters only. The first epoch costs the same in both.
+its test pass runs the adapters only. The first epoch costs the same in both. Each row but the
+first encode-once epoch is the fastest of --repeats epochs.
 """
 import argparse
 import os
@@ -87,10 +88,13 @@ def main(args: argparse.Namespace) -> None:
     with torch.no_grad():  # warm-up, not timed
         model.eval()
         model(next(iter(test_loader))[0][:4].to(device))
-    reencode = epoch(model, optimizer, train_loader, test_loader, Logits(model, prompts, False), device)
+    # the fastest of --repeats epochs of each kind: a shared machine adds noise, never speed
+    reencode = min((epoch(model, optimizer, train_loader, test_loader, Logits(model, prompts, False), device)
+                    for _ in range(args.repeats)), key=sum)
     once = EncodeOnce(test_loader, model.encode, device)
     first = epoch(model, optimizer, train_loader, once, Logits(model, prompts, True), device)
-    later = epoch(model, optimizer, train_loader, once, Logits(model, prompts, True), device)
+    later = min((epoch(model, optimizer, train_loader, once, Logits(model, prompts, True), device)
+                 for _ in range(args.repeats)), key=sum)
     print(f"kept test features: {once.nbytes() / 2 ** 20:.1f} MiB (float32 on {device})")
     print("| test pass | train s | test s | epoch s | epoch ratio |\n|---|---|---|---|---|")
     for name, (train_s, test_s) in (("re-encode (published)", reencode), ("encode once, first epoch", first),
@@ -103,4 +107,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Few-shot epoch with and without encode-once test.")
     parser.add_argument("--full", action="store_true", help="paper sizes with a ViT-B/32-shaped encoder (slow on CPU)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--repeats", type=int, default=2, help="epochs of each kind, the fastest kept (default 2)")
     main(parser.parse_args())
