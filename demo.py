@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> None:
 
     pre_args = pretraining.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--batch_size", "16", "--epoch", str(args.pre_epochs),
-                  "--output_dir", os.path.join(out, "pre_results")])
+                  "--output_dir", os.path.join(out, "pre_results"), "--overwrite"])
     best = step("pre-training", lambda: pretraining.main(pre_args), summary, quiet=False)
     summary[-1] = ("pre-training (val ShapeNet55 / test ModelNet40)", f"{best['val']:.4f} / {best['test']:.4f}",
                    summary[-1][2])
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> None:
 
     fs_args = fewshot.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--ckpt", ckpt, "--shots", "4", "--batch_size", "16", "--epoch",
-                  str(args.fewshot_epochs), "--output_dir", os.path.join(out, "exp_results")])
+                  str(args.fewshot_epochs), "--output_dir", os.path.join(out, "exp_results"), "--overwrite"])
     best = step("few-shot training", lambda: fewshot.main(fs_args), summary, quiet=False)
     summary[-1] = (summary[-1][0], f"{best['test']:.4f}", summary[-1][2])
 

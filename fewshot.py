@@ -27,12 +27,13 @@ from models.fast_encoder import add_encoder_arguments, check_encoder_flags, enco
 from render.pictures import depth_picture
 from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
 from utils import distributed
-from utils.cli import (ArgumentParser, RunLog, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
-                       get_device, loader_workers, run)
+from utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
+                       check_output_file, get_device, loader_workers, require_positive, run)
 from utils.amp import grad_scaler, optimizer_step
 from utils.encode_once import EncodeOnce
 from utils.evaluation import accuracy, predict_all, print_report, write_predictions
-from utils.resume import resume, save_last
+from utils.resume import model_flags, read_resume, resume, save_last
+from utils.run_folder import check_run_folder, open_run
 from utils.seeding import reseed_per_rank, seed_everything
 
 
@@ -61,6 +62,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
     parser.add_argument("--output_dir", default="exp_results", help="where run folders go (default exp_results)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in the same folder (without it such a run is refused)")
     parser.add_argument("--save_predictions", default=None, metavar="FILE",
                         help="with --eval: write a CSV (file,label,pred) with one row per object")
     parser.add_argument("--reencode_test", action="store_true",
@@ -91,6 +94,8 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     if not args.ckpt:
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
     check_encoder_flags(args, device)
+    require_positive(args, "num_points", "test_batch_size")
+    check_output_file(args.save_predictions, "--save_predictions")
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
     test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
@@ -108,10 +113,19 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
     if not main_process:
         return accuracy(labels, preds)
+    acc = print_report(labels, preds, test_set.classes)
     if args.save_predictions:
         write_predictions(args.save_predictions, test_set.files, labels, preds)
         print(f"wrote {args.save_predictions}")
-    return print_report(labels, preds, test_set.classes)
+    return acc
+
+
+def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
+    """Whether the last training batch of a process would hold a single object (the split of
+    distributed.train_loader: ceil(num_objects / world_size) objects per process)."""
+    world = distributed.world_size()
+    per_process = -(-num_objects // world)
+    return per_process % (batch_size // world) == 1
 
 
 def main(args: argparse.Namespace):
@@ -126,11 +140,16 @@ def main(args: argparse.Namespace):
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
     if args.eval_seed is not None and args.eval_seed < 0:
         raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
-    if args.shots < 1:
-        raise UsageError(f"--shots must be >= 1, got {args.shots}")
+    require_positive(args, "shots", "num_points", "test_batch_size", "epoch")
+    if args.batch_size < 2 * distributed.world_size():
+        raise UsageError(f"--batch_size {args.batch_size}: batch norm in the adapters needs at least 2 objects "
+                         f"per batch and per process ({distributed.world_size()} processes)")
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
     run_dir = os.path.join(args.output_dir, args.exp_name)
+    check_run_folder(run_dir, args.resume, args.overwrite)
+    # a bad last.pth or changed model flags are found before any work
+    last = read_resume(run_dir, model_flags(args)) if args.resume else None
     workers = loader_workers(args.num_workers)
 
     # the shots come from the seeded global generator, so a resumed run draws the same ones (and
@@ -145,10 +164,13 @@ def main(args: argparse.Namespace):
                                    cache_dir=cache_dir)
     else:
         test_set = ModelNet40Ply(args.data_root, "test", num_points=args.num_points)
-    if args.batch_size < 1:
-        raise UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
+    # batch norm cannot train on a last batch of one object (it would fail after a whole epoch)
+    drop_last = single_object_last_batch(len(train_set), args.batch_size)
+    if drop_last and main_process:
+        print(f"note: {len(train_set)} training objects leave a last batch of one object, which batch norm "
+              f"cannot train on; it is left out of every epoch", flush=True)
     # --batch_size is the global batch; under torchrun every process loads its share
-    train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=False,
+    train_loader, sampler = distributed.train_loader(train_set, args.batch_size, drop_last=drop_last,
                                                      num_workers=workers, device=device, seed=args.seed)
     test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
@@ -173,8 +195,9 @@ def main(args: argparse.Namespace):
     reseed_per_rank(args.seed)
     start_epoch, best = 0, {"test": -1.0}
     if args.resume:
-        start_epoch, best = resume(run_dir, model, optimizer, None, scaler)
-    log = RunLog(run_dir, args, enabled=main_process)
+        start_epoch, best = resume(last, model, optimizer, None, scaler)
+        del last
+    log = open_run(run_dir, args, start_epoch, main_process)
     writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}"
                  if distributed.world_size() > 1 else "")
@@ -219,10 +242,11 @@ def main(args: argparse.Namespace):
             if main_process:
                 save_checkpoint(model.state_dict(), os.path.join(run_dir, "best.pth"))
             log(f"saved best.pth (test accuracy {test_acc:.4f})")
-        save_last(run_dir, model, optimizer, None, epoch, best, scaler)
+        save_last(run_dir, model, optimizer, None, epoch, best, scaler, flags=model_flags(args))
     if main_process:
         writer.close()
     log(f"best test accuracy {best['test']:.4f}")
+    log.close()
     return best
 
 

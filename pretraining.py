@@ -25,11 +25,12 @@ from render.pictures import depth_picture
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
 from utils import distributed
 from utils.amp import grad_scaler, optimizer_step
-from utils.cli import (ArgumentParser, RunLog, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
-                       get_device, loader_workers, run)
+from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
+                       get_device, loader_workers, require_positive, run)
 from utils.errors import UsageError
 from utils.evaluation import zeroshot_accuracy
-from utils.resume import resume, save_last
+from utils.resume import model_flags, read_resume, resume, save_last
+from utils.run_folder import check_run_folder, open_run
 from utils.seeding import reseed_per_rank, seed_everything
 
 
@@ -50,6 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weight_decay", type=float, default=1e-4, help="LAMB weight decay (default 1e-4)")
     parser.add_argument("--output_dir", default="pre_results", help="where run folders go (default pre_results)")
     parser.add_argument("--resume", action="store_true", help="continue the run from its last.pth")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run in the same folder (without it such a run is refused)")
     parser.add_argument("--eval_seed", type=int, default=None, metavar="N",
                         help="fix the evaluation points (ShapeNet55 test subsets, ModelNet40 mesh samples) by "
                              "this seed, the same every epoch; default: new points every epoch, as the published "
@@ -67,8 +70,15 @@ def main(args: argparse.Namespace) -> dict:
     device = distributed.init_distributed(get_device(args.device))
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
+    require_positive(args, "num_points", "test_batch_size", "epoch")
+    if args.batch_size < 2 * distributed.world_size():
+        raise UsageError(f"--batch_size {args.batch_size}: NT-Xent needs at least 2 objects per batch and per "
+                         f"process ({distributed.world_size()} processes)")
     seed_everything(args.seed)
     run_dir = os.path.join(args.output_dir, args.exp_name)
+    check_run_folder(run_dir, args.resume, args.overwrite)
+    # a bad last.pth or changed model flags are found before any work
+    last = read_resume(run_dir, model_flags(args)) if args.resume else None
     workers = loader_workers(args.num_workers)
 
     train_set = ShapeNetRender(args.data_root, "train", num_points=args.num_points)
@@ -104,8 +114,9 @@ def main(args: argparse.Namespace) -> dict:
     reseed_per_rank(args.seed)
     start_epoch, best = 0, {"val": -1.0, "test": -1.0}
     if args.resume:
-        start_epoch, best = resume(run_dir, model, optimizer, scheduler, scaler)
-    log = RunLog(run_dir, args, enabled=main_process)
+        start_epoch, best = resume(last, model, optimizer, scheduler, scaler)
+        del last
+    log = open_run(run_dir, args, start_epoch, main_process)
     writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
     scope = {"global": "global", "local": "per-process"}[args.ntxent_scope]
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}, "
@@ -152,10 +163,11 @@ def main(args: argparse.Namespace) -> dict:
                 if main_process:
                     save_checkpoint(published, os.path.join(run_dir, f"best_{split}.pth"))
                 log(f"saved best_{split}.pth ({split} accuracy {acc:.4f})")
-        save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler)
+        save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler, flags=model_flags(args))
     if main_process:
         writer.close()
     log(f"best val accuracy {best['val']:.4f}, best test accuracy {best['test']:.4f}")
+    log.close()
     return best
 
 

@@ -22,7 +22,8 @@ from models.fast_encoder import add_encoder_arguments, check_encoder_flags, enco
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
 from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
-from utils.cli import ArgumentParser, add_common_arguments, amp_dtype, get_device, loader_workers, run
+from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_output_file, get_device, loader_workers,
+                       require_positive, run)
 from utils.errors import UsageError
 from utils.evaluation import collect_features, predict, print_report, write_predictions
 from utils.scoring import view_similarities
@@ -129,6 +130,8 @@ def pick_view_weights(features_fn: Callable[[torch.Tensor], torch.Tensor], searc
 def main(args: argparse.Namespace) -> float:
     device = get_device(args.device)
     amp = amp_dtype(args.amp, device)
+    require_positive(args, "num_points", "test_batch_size")
+    check_output_file(args.save_predictions, "--save_predictions")
     seed_everything(args.seed)
     check_view_flags(args)
     check_encoder_flags(args, device)
@@ -163,10 +166,11 @@ def main(args: argparse.Namespace) -> float:
     start = time.time()
     labels, preds = predict(logits, loader, device, desc=f"zero-shot {args.dataset}")
     print(f"evaluated {len(labels)} objects in {time.time() - start:.1f}s")
+    acc = print_report(labels, preds, dataset.classes)
     if args.save_predictions:
         write_predictions(args.save_predictions, dataset.files, labels, preds)
         print(f"wrote {args.save_predictions}")
-    return print_report(labels, preds, dataset.classes)
+    return acc
 
 
 if __name__ == "__main__":

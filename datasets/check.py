@@ -61,7 +61,7 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
     for split in splits:
         try:
             loaded[split] = build(split)
-        except (DatasetNotFound, DataError, ValueError) as e:
+        except (DatasetNotFound, DataError, ValueError, OSError) as e:  # OSError: e.g. permission denied
             report.problem(str(e))
     for split, ds in loaded.items():
         details.append(f"{split}: {_per_class(ds.labels, names)}")
@@ -69,7 +69,7 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
             for i in range(len(ds)):
                 try:
                     read(ds, i)
-                except DataError as e:
+                except (DataError, OSError) as e:
                     report.problem(str(e))
     counts = "  ".join(f"{split} {len(ds)}" for split, ds in loaded.items()) or "no readable split"
     state = "ok" if report.n_problems == before else "problem"
@@ -98,9 +98,14 @@ def check_rendering(report: Report, root: Path, quick: bool) -> None:
         try:
             ds = ShapeNet55(root, partition=split)
             objects.update({o: split for o in ds.object_ids})
-        except (DatasetNotFound, DataError):
+        except (DatasetNotFound, DataError, OSError):
             pass
-    dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    try:
+        dirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError as e:
+        report.problem(f"{folder}: cannot list the folder ({e.strerror or e})")
+        report.status("Rendering", "problem", "unreadable")
+        return
     complete = 0
     before = report.n_problems
     for d in dirs:

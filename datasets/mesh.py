@@ -65,6 +65,10 @@ def read_off(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}: cannot read mesh file ({e.strerror or e})") from e
     if not text.lstrip().startswith(("OFF", "COFF")):
         raise DataError(f"{path}: not an OFF mesh (first line should start with 'OFF')")
+    if not text.rstrip(" \t").endswith(("\n", "\r")):
+        # a cut inside the last face line would otherwise read as a shorter, wrong face
+        raise DataError(f"{path}: ends mid-line (truncated file?): expected every vertex and face line to "
+                        f"end with a line break")
     text = _GLUED_HEADER.sub(r"\1\n", text, count=1)
     try:
         parsed = _parse_triangle_off(text)

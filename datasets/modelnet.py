@@ -76,11 +76,27 @@ class ModelNet10(ModelNetMeshes):
     classes, prompts = MODELNET10_CLASSES, MODELNET10_PROMPTS
 
 
+def _check_ascii_ending(f, path: PathLike) -> None:
+    """An ASCII ply cut inside its last line can still parse (to a wrong last value): require the
+    line break every ASCII line ends with."""
+    f.seek(0)
+    if b"format ascii" not in f.read(256):
+        return
+    f.seek(0, 2)
+    f.seek(max(0, f.tell() - 64))
+    if not f.read().rstrip(b" \t").endswith((b"\n", b"\r")):
+        raise DataError(f"{path}: ASCII ply ends mid-line (truncated file?): expected every line to end "
+                        f"with a line break")
+
+
 def read_ply_points(path: PathLike) -> np.ndarray:
     """Vertex x, y, z of a .ply file (ASCII or binary, extra properties ignored) -> (N, 3) float64."""
     try:
         with open(path, "rb") as f:
             loaded = load_ply(f)
+            _check_ascii_ending(f, path)
+    except DataError:
+        raise
     except OSError as e:
         raise DataError(f"{path}: cannot read ply file ({e.strerror or e})") from e
     except Exception as e:  # trimesh raises ValueError, KeyError, ... on malformed files

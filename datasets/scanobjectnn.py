@@ -78,7 +78,8 @@ class ScanObjectNN(PointDataset):
             raise DatasetNotFound(self.name, self.path, f"missing {partition} file of variant {variant}")
         data, label = read_h5(self.path)
         if num_points > data.shape[1]:
-            raise ValueError(f"{self.path}: objects have {data.shape[1]} points, cannot take num_points={num_points}")
+            raise DataError(f"{self.path}: objects have {data.shape[1]} points, cannot take "
+                            f"num_points={num_points} (--num_points at most {data.shape[1]})")
         self.data = data
         self.labels = label.tolist()
         self.files = [f"{partition}_{i:05d}" for i in range(len(data))]

@@ -1,4 +1,5 @@
 """ShapeNet55 point clouds (validation) and ShapeNet55 + RGB renderings (pre-training)."""
+import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -43,6 +44,8 @@ def load_cloud(path: Path, num_points: int, rng: np.random.Generator) -> np.ndar
     scaled -> (num_points, 3) float32."""
     try:
         cloud = np.load(path, allow_pickle=False)
+    except EOFError:
+        raise DataError(f"{path}: empty or truncated .npy point cloud (no array data)") from None
     except (OSError, ValueError) as e:
         raise DataError(f"{path}: cannot read .npy point cloud ({e})") from e
     if cloud.ndim != 2 or cloud.shape[1] != 3:
@@ -134,6 +137,14 @@ class ShapeNetRender(ShapeNet55):
         if missing:
             raise DatasetNotFound("Rendering", self.render_dir / missing[0].replace("-", "_", 1),
                                   f"{len(missing)} {partition} objects have no renderings, first")
+        # one listing per object: a missing view would otherwise fail epochs later, when drawn
+        views = {f"{k}.png" for k in range(10)}
+        for object_id in self.object_ids:
+            folder = self.render_dir / object_id.replace("-", "_", 1)
+            absent = views - set(os.listdir(folder))
+            if absent:
+                raise DatasetNotFound("Rendering", folder / min(absent, key=lambda n: int(n[:-4])),
+                                      f"{len(absent)} of the 10 views missing, first")
 
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, float, float, float]:
         rng = item_rng(self.seed, self.ids[index])

@@ -24,7 +24,7 @@ from tests.data_fixtures import synthetic_root
 from utils import distributed, load_clip
 from utils.cli import UsageError
 from utils.evaluation import predict_all
-from utils.resume import resume
+from utils.resume import read_resume, resume
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -355,7 +355,7 @@ def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
     # last.pth of a 2-process run resumes in one process
     optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=0.006)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=4, eta_min=1e-5)
-    assert resume(str(run_dir), model, optimizer, scheduler) == (1, torch.load(
+    assert resume(read_resume(str(run_dir)), model, optimizer, scheduler) == (1, torch.load(
         run_dir / "last.pth", weights_only=False)["best"])
     assert len(torch.load(run_dir / "last.pth", weights_only=False)["rng_ranks"]) == WORLD
     torch.testing.assert_close(model.weights.detach(), published["module.weights"])

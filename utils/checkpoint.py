@@ -1,10 +1,13 @@
 """Reading, strict loading and atomic saving of checkpoints in the published layouts
 (docs/method.md#checkpoint-layouts)."""
+import errno
 import os
 import pickle
+import warnings
 import zipfile
 from typing import Dict, Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -13,6 +16,12 @@ from utils.errors import CheckpointError
 PRETRAIN_KIND = "pre-training checkpoint (keys start with module.)"
 FEWSHOT_KIND = "few-shot checkpoint (DPA)"
 MAX_LISTED_KEYS = 5
+RESUME_KEYS = ("model", "optimizer", "epoch", "best", "rng")
+# The only non-tensor objects of a resume file (last.pth) besides plain Python values: numpy's
+# random state. Loading allows these and nothing else, so a planted file cannot run code.
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+RESUME_SAFE_GLOBALS = [np.ndarray, np.dtype, _NUMPY_CORE.multiarray._reconstruct, type(np.dtype(np.uint32))]
+_READ_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError)
 
 
 def _guess_kind(keys) -> str:
@@ -44,17 +53,53 @@ def _listing(what: str, keys) -> str:
     return f"{len(keys)} {what} keys: {', '.join(_sample(keys))}{more}"
 
 
+def _load(path: str, what: str):
+    """torch.load(path) with weights_only and RESUME_SAFE_GLOBALS; CheckpointError naming the file."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, expected a {what} file")
+    if not os.path.exists(path):
+        raise CheckpointError(f"checkpoint {path} does not exist (expected a {what})")
+    try:
+        with torch.serialization.safe_globals(RESUME_SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: said below
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path} ({err.strerror or err}; expected a {what})") from None
+    except _READ_ERRORS as err:
+        raise CheckpointError(f"cannot read {path} (expected a {what}; truncated, corrupt or not a "
+                              f"checkpoint of this code): {read_error(err)}") from None
+
+
+def read_error(err: BaseException) -> str:
+    """A short reason for a failed torch.load, without PyTorch's advice to load unsafely."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds Python objects that are not allowed in a weights-only load"
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return first[:200]
+
+
+def _is_resume_file(state) -> bool:
+    return isinstance(state, Mapping) and all(k in state for k in RESUME_KEYS)
+
+
 def read_checkpoint(path: str, kind: str) -> Dict[str, torch.Tensor]:
     """The state dict stored in `path` (tensors on CPU); `kind` names what was expected in errors."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist (expected a {kind})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} (expected a {kind}): {first}") from None
+    state = _load(path, kind)
+    if _is_resume_file(state):
+        raise CheckpointError(f"{path} is a resume file (last.pth) of a training run, not a {kind}: continue "
+                              f"that run with --resume, or pass one of its best*.pth")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors (expected a {kind})")
+    return dict(state)
+
+
+def read_last(path: str) -> dict:
+    """The contents of a resume file (last.pth), loaded without running code from it; a
+    CheckpointError naming the file when it is unreadable, truncated or something else."""
+    state = _load(path, "resume file (last.pth)")
+    if not _is_resume_file(state):
+        raise CheckpointError(f"{path} is not a resume file of this code (expected the last.pth a training "
+                              f"run writes, with {', '.join(RESUME_KEYS)})")
     return dict(state)
 
 
@@ -102,7 +147,7 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 def save_checkpoint(obj, path: str) -> str:
     """torch.save to a temporary file beside `path`, then rename, so a crash never leaves a
-    half-written checkpoint under the final name."""
+    half-written checkpoint under the final name. A full disk is a CheckpointError saying so."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
@@ -110,8 +155,22 @@ def save_checkpoint(obj, path: str) -> str:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if _no_space(err):
+            raise CheckpointError(f"no space left on device while saving {path}; the checkpoints already in "
+                                  f"{folder} are intact (free some space, then continue with --resume)") from None
         raise
     return path
+
+
+def _no_space(err: BaseException) -> bool:
+    """Whether `err` (or what caused it) is a full disk; torch.save reports it as a RuntimeError."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(err, RuntimeError) and "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False

@@ -1,15 +1,15 @@
-"""What the entry scripts share: flags and their checks, errors, devices, run logs."""
+"""What the entry scripts share: flags and their checks, errors, devices."""
 import argparse
-import json
+import errno
 import os
 import sys
-import time
 from typing import Callable, Optional
 
 import torch
 
 from utils import distributed
 from utils.errors import UsageError, UserError
+from utils.run_folder import unwritable_folder
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,12 +57,38 @@ def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) 
     try:
         main(args)
     except UserError as err:
-        where = f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") != "0" else ""
         message = " ".join(str(err).split("\n"))  # one line, whatever the message holds
-        sys.stderr.write(f"error{where}: {message}\n")
+        sys.stderr.write(f"error{_rank_note()}: {message}\n")
+        sys.exit(2)
+    except KeyboardInterrupt as err:  # Ctrl-C: training runs say where to continue from
+        sys.stderr.write(f"{err or 'interrupted'}{_rank_note()}\n")
+        sys.exit(130)
+    except OSError as err:  # the file system refused: no traceback for a permission or a full disk
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        sys.stderr.write(f"error{_rank_note()}: {err.filename or 'a file'}: {err.strerror}\n")
         sys.exit(2)
     finally:
         distributed.cleanup()
+
+
+def check_output_file(path: Optional[str], flag: str) -> None:
+    """Before any work: a UsageError naming `flag` when the file `path` could not be written."""
+    if not path:
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a folder; expected a file name")
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{flag} {path}: the file exists and cannot be written")
+        return
+    blocked = unwritable_folder(os.path.dirname(os.path.abspath(path)))
+    if blocked is not None:
+        raise UsageError(f"{flag} {path}: cannot create the file, {blocked} is not a writable folder")
+
+
+def _rank_note() -> str:
+    return f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") != "0" else ""
 
 
 def get_device(name: str) -> torch.device:
@@ -73,7 +99,20 @@ def get_device(name: str) -> torch.device:
         raise UsageError(f"--device {name!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
+    try:
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError):
+        raise UsageError(f"--device {name}: this torch has no usable {name} device here (expected cpu, or "
+                         f"cuda / cuda:N on a machine with that GPU)") from None
     return device
+
+
+def require_positive(args: argparse.Namespace, *flags: str) -> None:
+    """UsageError naming the first of `flags` (attribute names of args) whose value is below 1."""
+    for flag in flags:
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {value}")
 
 
 def amp_dtype(amp: str, device: torch.device, announce: bool = True) -> Optional[torch.dtype]:
@@ -106,23 +145,3 @@ def check_batches(dataset, batch_size: int, name: str) -> None:
     if len(dataset) < batch_size:
         raise UsageError(f"--batch_size {batch_size} is larger than the {len(dataset)} objects of {name}; "
                          f"no full batch to train on")
-
-
-class RunLog:
-    """run.log of a training run: the arguments first, then one line per event, also printed."""
-
-    def __init__(self, run_dir: str, args: Optional[argparse.Namespace] = None, enabled: bool = True):
-        self.enabled = enabled
-        self.path = os.path.join(run_dir, "run.log")
-        if enabled and args is not None:
-            os.makedirs(run_dir, exist_ok=True)
-            mode = "a" if getattr(args, "resume", False) else "w"
-            with open(self.path, mode) as f:
-                f.write(f"args: {json.dumps(vars(args), sort_keys=True)}\n")
-
-    def __call__(self, line: str) -> None:
-        if not self.enabled:
-            return
-        print(line, flush=True)
-        with open(self.path, "a") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")

@@ -11,6 +11,7 @@ import clip
 import torch
 from clip.model import CLIP, build_model
 
+from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
 
 DEFAULT_CLIP = "ViT-B/32"
@@ -46,10 +47,12 @@ def _read_clip_file(path: str) -> dict:
         pass
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise ClipLoadError(f"cannot read CLIP checkpoint {path} ({err.strerror or err}; --clip)") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
         raise ClipLoadError(
             f"cannot read CLIP checkpoint {path}: neither a TorchScript archive nor a torch.save "
-            f"state dict ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            f"state dict ({read_error(err)})"
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -80,15 +83,28 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # a corrupt cached file is reported below, in one line
+                warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
                 model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(err, PermissionError):
+                raise ClipLoadError(f"cannot read CLIP {name} weights at {target}: permission denied") from None
+            if os.path.isfile(target):  # clip re-downloads a file whose checksum does not match
+                raise ClipLoadError(
+                    f"CLIP {name} weights at {target} are corrupt (their SHA256 checksum does not match) and "
+                    f"cannot be downloaded again ({reason}); replace the file (from {url}) or pass a local "
+                    f"checkpoint with --clip PATH"
+                ) from None
             raise ClipWeightsMissing(
                 f"CLIP {name} weights are not at {target} and cannot be downloaded ({reason}); "
                 f"put the file there (from {url}) or pass a local checkpoint with --clip PATH"
             ) from None
         finally:
             socket.setdefaulttimeout(previous)
+    elif os.path.isdir(os.path.expanduser(name)):
+        raise ClipLoadError(f"--clip {name} is a folder; expected a CLIP checkpoint file or a model name "
+                            f"such as {DEFAULT_CLIP}")
     elif os.path.isfile(os.path.expanduser(name)):
         path = os.path.expanduser(name)
         try:
