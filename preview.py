@@ -42,7 +42,7 @@ def load_points(path: Path, num_points: int = 2048, seed: int = 0) -> np.ndarray
             points = read_ply_points(path)
         else:
             points, _ = sample_surface(*read_off(path), num_points, np.random.default_rng(seed), path)
-    except (OSError, ValueError) as err:  # numpy's readers; the datasets' raise DataError (a ValueError)
+    except (OSError, ValueError, EOFError) as err:  # numpy's readers; the datasets' raise DataError (a ValueError)
         if isinstance(err, DataError):
             raise
         raise DataError(f"{path}: cannot read {suffix} file ({str(err).splitlines()[0]})") from None

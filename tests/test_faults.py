@@ -437,3 +437,15 @@ def test_check_lists_the_faults_instead_of_crashing(tmp_path, data):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{empty}: empty or truncated .npy" in result.stdout
     assert f"{root / 'ModelNet40_Ply'}" in result.stdout and "Permission denied" in result.stdout
+
+
+def test_preview_refuses_nan_and_empty_clouds(tmp_path):
+    cloud = np.random.default_rng(0).random((500, 3))
+    cloud[17, 1] = np.nan
+    np.save(tmp_path / "nan.npy", cloud)
+    (tmp_path / "empty.npy").write_bytes(b"")
+    for name, word in (("nan.npy", "NaN"), ("empty.npy", "empty.npy")):
+        result = subprocess.run([sys.executable, "preview.py", str(tmp_path / name), "--out", str(tmp_path / "g.png")],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+        one_line(result, tmp_path / name, word)
+    assert not (tmp_path / "g.png").exists()

@@ -107,8 +107,9 @@ def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, cap
     acc = zeroshot.main(parse(zeroshot, "--ckpt", pretrained[0] / "best_val.pth", "--data_root", data, "--clip",
                               tiny_clip_path, "--save_predictions", out))
     printed = capsys.readouterr().out.strip().splitlines()
-    assert printed[-1] == f"accuracy: {acc:.4f}"
-    assert printed[-2].startswith("mean class accuracy: ")
+    assert printed[-1] == f"wrote {out}"  # the accuracy comes first, then the file
+    assert printed[-2] == f"accuracy: {acc:.4f}"
+    assert printed[-3].startswith("mean class accuracy: ")
     with open(out) as f:
         rows = list(csv.reader(f))
     expected = ModelNet40Ply(data, "test")
@@ -148,7 +149,7 @@ def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, ca
     acc = fewshot.main(parse(fewshot, "--eval", "--ckpt", run_dir / "best.pth", "--data_root", data, "--clip",
                              tiny_clip_path, "--save_predictions", out))
     assert acc == pytest.approx(best["test"], abs=1e-6)
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"accuracy: {acc:.4f}"
+    assert capsys.readouterr().out.strip().splitlines()[-2:] == [f"accuracy: {acc:.4f}", f"wrote {out}"]
     with open(out) as f:
         assert next(csv.reader(f)) == ["file", "label", "pred"]
 

@@ -66,13 +66,13 @@ def _load(path: str, what: str):
     except OSError as err:
         raise CheckpointError(f"cannot read {path} ({err.strerror or err}; expected a {what})") from None
     except _READ_ERRORS as err:
-        raise CheckpointError(f"cannot read {path} (expected a {what}; truncated, corrupt or not a "
+        raise CheckpointError(f"cannot read checkpoint {path} (expected a {what}; truncated, corrupt or not a "
                               f"checkpoint of this code): {read_error(err)}") from None
 
 
 def read_error(err: BaseException) -> str:
     """A short reason for a failed torch.load, without PyTorch's advice to load unsafely."""
-    if isinstance(err, pickle.UnpicklingError):
+    if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
         return "it holds Python objects that are not allowed in a weights-only load"
     first = str(err).splitlines()[0] if str(err) else type(err).__name__
     return first[:200]
