@@ -29,7 +29,8 @@ from models.fast_encoder import add_encoder_arguments, check_encoder_flags, enco
 from render import RealisticProjection
 from render.pictures import depth_grid
 from utils import load_clip
-from utils.cli import AMP_DTYPES, ArgumentParser, amp_dtype, get_device, run
+from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file, check_output_folder, get_device,
+                       run)
 from utils.seeding import seed_everything
 from utils.errors import DataError, UsageError
 from utils.prompts import PROMPT_TEMPLATE
@@ -170,6 +171,8 @@ def main(args: argparse.Namespace) -> List[dict]:
                          "realistic or --view_weights with it")
     if args.projection == "realistic" and args.views not in (None, RealisticProjection.views):
         raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
+    check_output_file(args.json, "--json")
+    check_output_folder(args.save_views, "--save_views")
     views = args.views or (10 if args.fewshot_ckpt or args.projection == "realistic" else 6)
     weights = parse_view_weights(args.view_weights, views) if args.view_weights else None
     device = get_device(args.device)

@@ -185,7 +185,7 @@ def pre_ckpt(tmp_path_factory, tiny_clip_path) -> Path:
 
 
 def fewshot_args(data, clip, ckpt, out, *more):
-    return ["--exp_name", "run", "--data_root", data, "--clip", clip, "--ckpt", ckpt, "--shots", 1,
+    return ["--exp_name", "run", "--data_root", data, "--clip", clip, "--ckpt", ckpt, "--shots", 1, "--test_source", "ply",
             "--batch_size", 13, "--num_points", 256, "--output_dir", out, *more]
 
 
@@ -339,6 +339,13 @@ def test_unwritable_outputs_are_found_at_start(tmp_path, data, tiny_clip_path, p
                         prelude=True, env={"FAULT_DENY": str(locked)})
     one_line(result, "--output_dir", str(locked))
     assert os.listdir(locked) == []
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, np.random.default_rng(0).random((300, 3)))
+    for flag in ("--json", "--save_views"):
+        result = subprocess.run([sys.executable, "classify.py", str(cloud), "--classes", "chair,table", "--clip",
+                                 tiny_clip_path, "--device", "cpu", flag, str(a_file / "out")], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        one_line(result, flag, str(a_file))
 
 
 def test_zeroshot_prints_accuracy_before_writing(tmp_path, data, tiny_clip_path):

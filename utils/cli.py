@@ -87,6 +87,17 @@ def check_output_file(path: Optional[str], flag: str) -> None:
         raise UsageError(f"{flag} {path}: cannot create the file, {blocked} is not a writable folder")
 
 
+def check_output_folder(path: Optional[str], flag: str) -> None:
+    """Before any work: a UsageError naming `flag` when files cannot be written into the folder `path`."""
+    if not path:
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a file; expected a folder")
+    blocked = unwritable_folder(path)
+    if blocked is not None:
+        raise UsageError(f"{flag} {path}: {blocked} is not a writable folder")
+
+
 def _rank_note() -> str:
     return f" (rank {os.environ['RANK']})" if os.environ.get("RANK", "0") != "0" else ""
 
