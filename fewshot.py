@@ -140,7 +140,9 @@ def main(args: argparse.Namespace):
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
     if args.eval_seed is not None and args.eval_seed < 0:
         raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
-    require_positive(args, "shots", "num_points", "test_batch_size", "epoch")
+    require_positive(args, "shots", "num_points", "test_batch_size")
+    if args.epoch < 0:
+        raise UsageError(f"--epoch must be >= 0, got {args.epoch}")
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: batch norm in the adapters needs at least 2 objects "
                          f"per batch and per process ({distributed.world_size()} processes)")
@@ -208,6 +210,8 @@ def main(args: argparse.Namespace):
     if isinstance(test_batches, EncodeOnce):
         log("test features encoded once (fixed points, frozen encoders, fixed views) and reused; "
             "--reencode_test encodes them every time")
+    if start_epoch >= args.epoch:
+        log(f"nothing to train: {start_epoch} epochs done, --epoch {args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()

@@ -70,7 +70,9 @@ def main(args: argparse.Namespace) -> dict:
     device = distributed.init_distributed(get_device(args.device))
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
-    require_positive(args, "num_points", "test_batch_size", "epoch")
+    require_positive(args, "num_points", "test_batch_size")
+    if args.epoch < 0:
+        raise UsageError(f"--epoch must be >= 0, got {args.epoch}")
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: NT-Xent needs at least 2 objects per batch and per "
                          f"process ({distributed.world_size()} processes)")
@@ -123,6 +125,8 @@ def main(args: argparse.Namespace) -> dict:
                  f"NT-Xent over the {scope} batch" if distributed.world_size() > 1 else "")
     log(f"train {len(train_set)} objects ({len(train_loader)} batches of {args.batch_size}), val {len(val_set)}, "
         f"test {len(test_set)}; device {device}{processes}; epochs {start_epoch + 1}..{args.epoch}")
+    if start_epoch >= args.epoch:
+        log(f"nothing to train: {start_epoch} epochs done, --epoch {args.epoch}")
 
     for epoch in range(start_epoch, args.epoch):
         start = time.time()

@@ -78,9 +78,9 @@ runpy.run_path(script, run_name="__main__")
 
 
 def command(script: str, *args, workers: int = 0, prelude: bool = False) -> list:
-    argv = [str(a) for a in args] + ["--num_workers", str(workers)]
-    if "--device" not in argv:
-        argv += ["--device", "cpu"]
+    argv = [str(a) for a in args]
+    if script in ("pretraining.py", "zeroshot.py", "fewshot.py"):
+        argv += ["--num_workers", str(workers)] + ([] if "--device" in argv else ["--device", "cpu"])
     return [sys.executable] + (["-c", PRELUDE, script] if prelude else [script]) + argv
 
 
@@ -212,12 +212,11 @@ def test_one_object_last_batch_is_dropped_with_one_note(fewshot_run):
 def test_existing_run_is_refused_without_resume(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     run_dir = copy_run(fewshot_run[0], tmp_path)
     before = snapshot(run_dir)
-    result = run_script("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, tmp_path, "--epoch", 1))
-    one_line(result, str(run_dir), "--resume", "--exp_name", "--overwrite")
-    assert snapshot(run_dir) == before
-    result = run_script("pretraining.py", "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path,
-                        "--output_dir", tmp_path, "--batch_size", 4)
-    one_line(result, str(run_dir), "--resume")
+    results = run_together(("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, tmp_path, "--epoch", 1)),
+                           ("pretraining.py", "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path,
+                            "--output_dir", tmp_path, "--batch_size", 4))
+    one_line(results[0], str(run_dir), "--resume", "--exp_name", "--overwrite")
+    one_line(results[1], str(run_dir), "--resume")
     assert snapshot(run_dir) == before
 
 
@@ -315,7 +314,7 @@ def test_bad_flags(tmp_path, data, tiny_clip_path, pre_ckpt):
         ((*zs, "--device", "mps"), ["--device mps"]),
         ((*zs, "--dataset", "ScanObjectNN", "--num_points", 4096), ["--num_points", "2048", "test_objectdataset.h5"]),
         (("pretraining.py", *train, "--batch_size", 1), ["--batch_size 1", "NT-Xent"]),
-        (("pretraining.py", *train, "--epoch", 0), ["--epoch"]),
+        (("pretraining.py", *train, "--epoch", -1), ["--epoch"]),
         (("fewshot.py", *train, "--ckpt", pre_ckpt, "--batch_size", 1), ["--batch_size 1"]),
         (("fewshot.py", *train, "--ckpt", pre_ckpt, "--num_points", -5), ["--num_points"]),
     ]
@@ -327,25 +326,25 @@ def test_bad_flags(tmp_path, data, tiny_clip_path, pre_ckpt):
 def test_unwritable_outputs_are_found_at_start(tmp_path, data, tiny_clip_path, pre_ckpt):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
-    result = run_script("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path, "--save_predictions",
-                        a_file / "preds.csv")
-    one_line(result, "--save_predictions", str(a_file))
-    assert "accuracy" not in result.stdout  # refused before the evaluation
-    result = run_script("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, a_file, "--epoch", 1))
-    one_line(result, "--output_dir", str(a_file))
     locked = tmp_path / "locked"
     locked.mkdir()
-    result = run_script("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, locked / "out", "--epoch", 1),
-                        prelude=True, env={"FAULT_DENY": str(locked)})
-    one_line(result, "--output_dir", str(locked))
-    assert os.listdir(locked) == []
     cloud = tmp_path / "cloud.npy"
     np.save(cloud, np.random.default_rng(0).random((300, 3)))
-    for flag in ("--json", "--save_views"):
-        result = subprocess.run([sys.executable, "classify.py", str(cloud), "--classes", "chair,table", "--clip",
-                                 tiny_clip_path, "--device", "cpu", flag, str(a_file / "out")], cwd=ROOT,
-                                capture_output=True, text=True, timeout=300)
-        one_line(result, flag, str(a_file))
+    classify = ("classify.py", cloud, "--classes", "chair,table", "--clip", tiny_clip_path, "--device", "cpu")
+    results = run_together(
+        ("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path, "--save_predictions", a_file / "preds.csv"),
+        ("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, a_file, "--epoch", 1)),
+        ("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, locked / "out", "--epoch", 1),
+         {"prelude": True, "env": {"FAULT_DENY": str(locked)}}),
+        (*classify, "--json", a_file / "out.json"),
+        (*classify, "--save_views", a_file / "views"))
+    one_line(results[0], "--save_predictions", a_file)
+    assert "accuracy" not in results[0].stdout  # refused before the evaluation
+    one_line(results[1], "--output_dir", a_file)
+    one_line(results[2], "--output_dir", locked)  # permission denied
+    assert os.listdir(locked) == []
+    one_line(results[3], "--json", a_file)
+    one_line(results[4], "--save_views", a_file)
 
 
 def test_zeroshot_prints_accuracy_before_writing(tmp_path, data, tiny_clip_path):
@@ -451,8 +450,8 @@ def test_preview_refuses_nan_and_empty_clouds(tmp_path):
     cloud[17, 1] = np.nan
     np.save(tmp_path / "nan.npy", cloud)
     (tmp_path / "empty.npy").write_bytes(b"")
-    for name, word in (("nan.npy", "NaN"), ("empty.npy", "empty.npy")):
-        result = subprocess.run([sys.executable, "preview.py", str(tmp_path / name), "--out", str(tmp_path / "g.png")],
-                                cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cases = (("nan.npy", "NaN"), ("empty.npy", "empty.npy"))
+    results = run_together(*[("preview.py", tmp_path / name, "--out", tmp_path / "g.png") for name, _ in cases])
+    for (name, word), result in zip(cases, results):
         one_line(result, tmp_path / name, word)
     assert not (tmp_path / "g.png").exists()
