@@ -131,7 +131,7 @@ def test_zeroshot_scanobjectnn_and_modelnet10(tmp_path, data, tiny_clip_path, ca
     assert [r[0] for r in rows] == expected.files and [int(r[1]) for r in rows] == list(expected.labels)
     # the reported accuracy is the share of rows whose prediction is the label
     assert acc == pytest.approx(sum(r[1] == r[2] for r in rows) / len(rows), abs=1e-12)
-    assert out.strip().endswith(f"accuracy: {acc:.4f}")
+    assert out.strip().endswith(f"accuracy: {acc:.4f}\nwrote {csv_path}")  # the accuracy before the file
     zeroshot.main(parse(zeroshot, "--dataset", "ModelNet10", "--data_root", data, "--clip", tiny_clip_path))
     assert "ModelNet10: 20 test objects, 10 classes" in capsys.readouterr().out
 
