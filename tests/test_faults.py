@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import torch
 
-import pretraining
 from datasets import ShapeNet55
 from models import CLIP2Point
 from tests.data_fixtures import synthetic_root
@@ -177,8 +176,7 @@ def broken_copy(data: Path, tmp_path: Path, folder: str) -> Path:
 def pre_ckpt(tmp_path_factory, tiny_clip_path) -> Path:
     """A pre-training checkpoint in the published layout (untrained weights: these tests are
     about errors)."""
-    args = pretraining.get_args_parser().parse_args(["--exp_name", "x", "--clip", tiny_clip_path])
-    model = CLIP2Point(args, load_clip(tiny_clip_path))
+    model = CLIP2Point(clip_model=load_clip(tiny_clip_path))
     path = tmp_path_factory.mktemp("pre") / "best_eval.pth"
     save_checkpoint({f"module.{k}": v for k, v in model.state_dict().items()}, str(path))
     return path
