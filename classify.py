@@ -28,7 +28,7 @@ from models.classifier import UP_AXES, PointCloudClassifier
 from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from render import RealisticProjection
 from render.pictures import depth_grid
-from utils import load_clip
+from utils.clip_loader import load_clip
 from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file, check_output_folder, get_device,
                        run)
 from utils.seeding import seed_everything

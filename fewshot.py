@@ -25,7 +25,9 @@ from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import DPA
 from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from render.pictures import depth_picture
-from utils import FEWSHOT_KIND, encode_prompts, load_clip, load_state_dict_strict, read_checkpoint, save_checkpoint
+from utils.checkpoint import FEWSHOT_KIND, load_state_dict_strict, read_checkpoint, save_checkpoint
+from utils.prompts import encode_prompts
+from utils.clip_loader import load_clip
 from utils import distributed
 from utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
                        check_output_file, get_device, loader_workers, require_positive, run)

@@ -22,7 +22,9 @@ from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import CLIP2Point
 from render.pictures import depth_picture
-from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, save_checkpoint
+from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict, save_checkpoint
+from utils.prompts import encode_prompts
+from utils.clip_loader import load_clip
 from utils import distributed
 from utils.amp import grad_scaler, optimizer_step
 from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,

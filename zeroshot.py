@@ -21,7 +21,10 @@ from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
-from utils import PRETRAIN_KIND, encode_prompts, load_clip, load_state_dict_strict, read_state_dict, zeroshot_logits
+from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
+from utils.prompts import encode_prompts
+from utils.clip_loader import load_clip
+from utils.scoring import zeroshot_logits
 from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_output_file, get_device, loader_workers,
                        require_positive, run)
 from utils.errors import UsageError

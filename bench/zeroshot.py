@@ -24,7 +24,8 @@ from datasets import ModelNet40Ply  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
 from models.zeroshot import encode_views, render_views  # noqa: E402
 from render import Renderer, Selector  # noqa: E402
-from utils import encode_prompts, zeroshot_logits  # noqa: E402
+from utils.prompts import encode_prompts  # noqa: E402
+from utils.scoring import zeroshot_logits  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pretraining
 import zeroshot
 from models import DPA
 from tests.data_fixtures import synthetic_root
-from utils import save_checkpoint
+from utils.checkpoint import save_checkpoint
 from utils.cli import UsageError, amp_dtype
 from utils.amp import autocast_encode, grad_scaler, optimizer_step
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 from models import CLIP2Point, DPA
-from utils import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
-                   read_state_dict, save_checkpoint)
+from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
+                              read_state_dict, save_checkpoint)
 
 
 def fewshot_args(ckpt=None, eval=False):

@@ -21,7 +21,7 @@ from models import DPA
 from models.classifier import PointCloudClassifier
 from models.zeroshot import view_features
 from tests.data_fixtures import synthetic_root
-from utils import zeroshot_logits
+from utils.scoring import zeroshot_logits
 from utils.checkpoint import save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

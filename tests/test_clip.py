@@ -9,7 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils import ClipLoadError, ClipWeightsMissing, encode_prompts, load_clip, zeroshot_logits
+from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip
+from utils.prompts import encode_prompts
+from utils.scoring import zeroshot_logits
 from utils.tiny_clip import write_tiny_clip
 
 

@@ -21,7 +21,8 @@ from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
 from render import Renderer
 from tests.data_fixtures import synthetic_root
-from utils import distributed, load_clip
+from utils import distributed
+from utils.clip_loader import load_clip
 from utils.cli import UsageError
 from utils.evaluation import predict_all
 from utils.resume import read_resume, resume

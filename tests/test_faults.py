@@ -25,7 +25,8 @@ import torch
 from datasets import ShapeNet55
 from models import CLIP2Point
 from tests.data_fixtures import synthetic_root
-from utils import load_clip, save_checkpoint
+from utils.clip_loader import load_clip
+from utils.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PLY = 4  # ModelNet40_Ply objects kept in the small data root (fast evaluation)

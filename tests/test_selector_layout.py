@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from models import DPA
 from render.selector import Selector
-from utils import FEWSHOT_KIND, CheckpointError, load_state_dict_strict
+from utils.checkpoint import FEWSHOT_KIND, CheckpointError, load_state_dict_strict
 
 V, D = 10, 512
 

@@ -10,7 +10,7 @@ from datasets import ModelNet10
 from models.zeroshot import encode_views, project_views
 from render import Renderer, Selector
 from tests.data_fixtures import synthetic_root
-from utils import encode_prompts
+from utils.prompts import encode_prompts
 from utils.cli import run
 from utils.errors import UsageError
 from utils.scoring import view_similarities

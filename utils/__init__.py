@@ -1,6 +1,4 @@
-"""Shared helpers: CLIP loading and prompts, checkpoints."""
-from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip
-from utils.prompts import encode_prompts
-from utils.scoring import zeroshot_logits
-from utils.checkpoint import CheckpointError, PRETRAIN_KIND, FEWSHOT_KIND
-from utils.checkpoint import read_checkpoint, read_state_dict, load_state_dict_strict, save_checkpoint
+"""Shared helpers below the entry scripts: CLIP loading, prompts and scoring, checkpoints, errors,
+seeding, mixed precision, multi-process training and the command-line pieces. Import the modules
+themselves (`from utils.checkpoint import save_checkpoint`); the package imports nothing, so the
+light modules (errors) stay light."""
