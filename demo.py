@@ -1,4 +1,4 @@
-"""The whole CLIP2Point pipeline on the embedded synthetic data, on CPU, in a few minutes.
+"""The whole CLIP2Point pipeline on the embedded synthetic data, on CPU, in about a minute.
 
     python demo.py            # or: make demo
 
