@@ -158,7 +158,7 @@ def test_classifier_scores_are_the_zeroshot_scores(tiny_clip, ply_dir):
     out = classifier(points, return_images=True)
     assert out.probs.shape == (3, 40) and out.view_similarities.shape == (3, 6, 40)
     assert out.images.shape == (3, 6, 3, 224, 224)
-    from utils import encode_prompts
+    from utils.prompts import encode_prompts
     text = encode_prompts(tiny_clip, dataset.prompts)
     feats = view_features(classifier.selector, classifier.renderer, tiny_clip.visual, points, 6, rot=True)
     expected = (tiny_clip.logit_scale.exp() * zeroshot_logits(feats, text, 6) / 6).softmax(-1)
@@ -208,7 +208,7 @@ def test_fewshot_classifier_uses_the_dpa_features(tmp_path, tiny_clip, cloud):
     classifier = PointCloudClassifier(tiny_clip, ["xbox", "wardrobe", "chair"], views=10, fewshot_ckpt=ckpt)
     points = torch.from_numpy(normalize(cloud[1]))[None]
     out = classifier(points)
-    from utils import encode_prompts
+    from utils.prompts import encode_prompts
     dpa.eval()
     with torch.no_grad():
         expected = (tiny_clip.logit_scale.exp() * dpa(points) @ encode_prompts(tiny_clip, ["xbox", "wardrobe", "chair"]).t())
@@ -305,7 +305,7 @@ def test_small_clouds_are_used_as_they_are_and_flagged(tmp_path, tiny_clip_path,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_classifier_on_cuda_matches_cpu(tiny_clip_path, cloud):
-    from utils import load_clip
+    from utils.clip_loader import load_clip
     points = normalize(cloud[1])
     cpu = PointCloudClassifier(load_clip(tiny_clip_path, "cpu"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
     gpu = PointCloudClassifier(load_clip(tiny_clip_path, "cuda"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
