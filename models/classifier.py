@@ -18,11 +18,10 @@ from clip.model import CLIP
 from models.dpa import DPA
 from models.zeroshot import encode_views, project_views
 from render import RealisticProjection, Renderer, Selector
-from utils.amp import autocast_encode
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
-from utils.scoring import view_similarities, zeroshot_logits
+from utils.scoring import sum_views, view_similarities
 
 # the gravity axis of the input -> the renderer's `rot` (z-up clouds get the rotation of ModelNet)
 UP_AXES = {"z": True, "y": False}
@@ -146,14 +145,11 @@ class PointCloudClassifier(nn.Module):
             feats = encode_views(self.encoder, images, self.amp)
             sims = view_similarities(feats, self.text_features, self.views)
             weights = self.view_weights
-            logits = zeroshot_logits(feats, self.text_features, self.views, weights) / (
-                self.views if weights is None else weights.sum())
+            logits = sum_views(sims, weights) / (self.views if weights is None else weights.sum())
         else:
-            flat = images.flatten(0, 1)
-            f_pre = autocast_encode(self.dpa.pre_model, flat, self.amp)
-            f_ori = autocast_encode(self.dpa.ori_model, flat, self.amp)
-            logits = self.dpa.fuse(f_pre, f_ori) @ self.text_features.t()
-            sims = view_similarities(nn.functional.normalize(f_pre, dim=-1), self.text_features, self.views)
+            feats = self.dpa.encode_rendered(images)  # (B, 2, V, D)
+            logits = self.dpa.adapt(feats) @ self.text_features.t()
+            sims = view_similarities(nn.functional.normalize(feats[:, 0], dim=-1), self.text_features, self.views)
         probs = (self.logit_scale * logits).softmax(dim=-1)
         scores = Scores(probs, sims, images if return_images else None)
         if single:

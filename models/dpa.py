@@ -67,11 +67,16 @@ class DPA(nn.Module):
         # the encoders are frozen: only a learnable selector needs gradients through them
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.selector.parameters())
         with torch.set_grad_enabled(need_grad):
-            imgs = self.renderer(points, azim, elev, dist, self.views, rot=rot)
-            imgs = imgs.reshape(-1, *imgs.shape[2:])
-            f_pre = encode_images(self.pre_model, imgs, self.amp)
-            f_ori = encode_images(self.ori_model, imgs, self.amp)
-        return torch.stack([f_pre, f_ori], dim=1).view(len(points), self.views, 2, -1).transpose(1, 2)
+            return self.encode_rendered(self.renderer(points, azim, elev, dist, self.views, rot=rot))
+
+    def encode_rendered(self, images: torch.Tensor) -> torch.Tensor:
+        """Rendered views (B, V, 3, S, S) -> the frozen encoders' features (B, 2, V, D) (index 0
+        `pre_model`, 1 `ori_model`)."""
+        B, V = images.shape[:2]
+        flat = images.flatten(0, 1)
+        f_pre = encode_images(self.pre_model, flat, self.amp)
+        f_ori = encode_images(self.ori_model, flat, self.amp)
+        return torch.stack([f_pre, f_ori], dim=1).view(B, V, 2, -1).transpose(1, 2)
 
     def adapt(self, features: torch.Tensor) -> torch.Tensor:
         """Encoder features (B, 2, V, D) -> L2-normalised features (B, D) through the adapters."""

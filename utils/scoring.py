@@ -19,10 +19,16 @@ def zeroshot_logits(view_features: torch.Tensor, prompt_features: torch.Tensor, 
                     view_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Zero-shot logits (B, K): the similarities of `view_similarities`, summed over the V views of
     each object (the paper's rule), or weighted by `view_weights` (V,) when given."""
-    sims = view_similarities(view_features, prompt_features, views)
+    return sum_views(view_similarities(view_features, prompt_features, views), view_weights)
+
+
+def sum_views(similarities: torch.Tensor, view_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-view similarities (B, V, K) -> logits (B, K): their sum over the views, or their sum
+    weighted by `view_weights` (V,) when given."""
     if view_weights is None:
-        return sims.sum(dim=1)
-    view_weights = torch.as_tensor(view_weights, dtype=sims.dtype, device=sims.device)
+        return similarities.sum(dim=1)
+    views = similarities.shape[1]
+    view_weights = torch.as_tensor(view_weights, dtype=similarities.dtype, device=similarities.device)
     if view_weights.shape != (views,):
         raise ValueError(f"view_weights must have shape ({views},), got {tuple(view_weights.shape)}")
-    return (sims * view_weights[None, :, None]).sum(dim=1)
+    return (similarities * view_weights[None, :, None]).sum(dim=1)
