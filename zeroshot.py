@@ -11,7 +11,7 @@ features of "image of a {class}"; the similarities are summed over the views (or
 """
 import argparse
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -68,13 +68,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fps_device(device: torch.device) -> Optional[str]:
+    """Where ScanObjectNN's farthest point sampling runs: once for the whole split on a GPU, else
+    per object on the CPU (None)."""
+    return str(device) if device.type == "cuda" else None
+
+
 def build_test_set(args: argparse.Namespace, device: torch.device):
     """The test split of --dataset and whether its objects are rotated before rendering."""
     if args.dataset == "ScanObjectNN":
-        # on a GPU, farthest point sampling runs once for the whole split there
-        fps_device = str(device) if device.type == "cuda" else None
         return ScanObjectNN(args.data_root, "test", num_points=args.num_points, variant=args.variant,
-                            fps_device=fps_device), False
+                            fps_device=fps_device(device)), False
     if args.dataset == "ModelNet10":
         return ModelNet10(args.data_root, "test", num_points=args.num_points, seed=args.seed,
                           cache_dir=cache_dir_from_args(args)), True
@@ -103,9 +107,8 @@ def build_search_set(args: argparse.Namespace, device: torch.device):
     """--search_view_weights objects per class of the training split matching --dataset."""
     n = args.search_view_weights
     if args.dataset == "ScanObjectNN":
-        fps_device = str(device) if device.type == "cuda" else None
         return ScanObjectNN(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
-                            variant=args.variant, fps_device=fps_device)
+                            variant=args.variant, fps_device=fps_device(device))
     if args.dataset == "ModelNet10":
         return ModelNet10(args.data_root, "train", few_num=n, num_points=args.num_points, seed=args.seed,
                           cache_dir=cache_dir_from_args(args))
