@@ -6,7 +6,7 @@
 
 PATH: files or folders (searched recursively): .ply .off .obj .stl .npy .npz .xyz .txt .pts .pcd.
 Prints one line per object, `path: label (p=0.83), second (0.09), third (0.03)`, in input order.
-A file that cannot be read is reported on stderr and skipped; the exit code is then 1.
+A file that cannot be read is reported on stderr and skipped; the exit code is then 1 (`exit_code`).
 """
 import argparse
 import json
@@ -24,13 +24,12 @@ from tqdm import tqdm
 from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
                                  SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
 from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
-from models.classifier import UP_AXES, PointCloudClassifier
-from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
-from render import RealisticProjection
+from models.classifier import UP_AXES, PointCloudClassifier, classifier_views
 from render.pictures import depth_grid
 from utils.clip_loader import load_clip
 from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file, check_output_folder, get_device,
                        run)
+from utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
 from utils.seeding import seed_everything
 from utils.errors import DataError, UsageError
 from utils.prompts import PROMPT_TEMPLATE
@@ -159,21 +158,34 @@ def view_png_name(path: Path, taken: set) -> str:
     return name
 
 
-def main(args: argparse.Namespace) -> List[dict]:
+class Results(list):
+    """The results of main, one dict per object in input order; `failures`: one line per input that
+    could not be read."""
+
+    def __init__(self, results: List[dict], failures: List[str]):
+        super().__init__(results)
+        self.failures = list(failures)
+
+
+def exit_code(results: Results) -> int:
+    """The command's exit code: 1 when some input could not be read (the others are classified), else 0."""
+    return 1 if results.failures else 0
+
+
+def main(args: argparse.Namespace) -> Results:
     classes, prompts, sentences = read_classes(args)
     for flag in ("num_points", "topk", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.ckpt and args.fewshot_ckpt:
-        raise UsageError("give --ckpt or --fewshot_ckpt, not both (a few-shot checkpoint holds its own depth encoder)")
-    if args.fewshot_ckpt and (args.projection != "depth" or args.view_weights):
-        raise UsageError("--fewshot_ckpt renders its own depth maps and fuses the views itself: no --projection "
-                         "realistic or --view_weights with it")
-    if args.projection == "realistic" and args.views not in (None, RealisticProjection.views):
-        raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
+    try:
+        views = classifier_views(args.views, args.projection, args.ckpt, args.fewshot_ckpt, bool(args.view_weights))
+    except ValueError as e:  # the classifier's own check, before any work
+        given = " ".join(f"--{flag} {getattr(args, flag)}" for flag in ("projection", "views", "ckpt", "fewshot_ckpt",
+                                                                        "view_weights")
+                         if getattr(args, flag) and (flag != "projection" or args.projection != "depth"))
+        raise UsageError(f"{given}: {e}") from None
     check_output_file(args.json, "--json")
     check_output_folder(args.save_views, "--save_views")
-    views = args.views or (10 if args.fewshot_ckpt or args.projection == "realistic" else 6)
     weights = parse_view_weights(args.view_weights, views) if args.view_weights else None
     device = get_device(args.device)
     check_encoder_flags(args, device)
@@ -200,14 +212,8 @@ def main(args: argparse.Namespace) -> List[dict]:
     classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
                                       ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend,
-                                      projection=args.projection, view_weights=weights, amp=amp)
-    # --fold, --quantize, --compile: inference speed-ups of the image encoders (off by default)
-    if classifier.dpa is not None:
-        classifier.dpa.pre_model = encoder_from_args(classifier.dpa.pre_model, args, device, args.batch_size * views)
-        classifier.dpa.ori_model = encoder_from_args(classifier.dpa.ori_model, args, device, args.batch_size * views)
-        classifier.encoder = classifier.dpa.pre_model
-    else:
-        classifier.encoder = encoder_from_args(classifier.encoder, args, device, args.batch_size * views)
+                                      projection=args.projection, view_weights=weights, amp=amp,
+                                      encoder_transform=encoder_speed_up(args, device, args.batch_size * views))
     encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
                "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
     print(f"{len(clouds)} objects, {len(classes)} classes, {args.projection} projection, {views} views, "
@@ -250,9 +256,8 @@ def main(args: argparse.Namespace) -> List[dict]:
         print(f"wrote {args.json}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} input(s) could not be read (see the errors above)", file=sys.stderr)
-        sys.exit(1)
-    return results
+    return Results(results, failures)
 
 
 if __name__ == "__main__":
-    run(main, get_args_parser().parse_args())
+    run(main, get_args_parser().parse_args(), exit_code=exit_code)

@@ -21,17 +21,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ModelNet40Ply
-from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import DPA
-from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
 from render.pictures import depth_picture
-from utils.checkpoint import FEWSHOT_KIND, load_state_dict_strict, read_checkpoint, save_checkpoint
+from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint, read_state_dict,
+                              save_checkpoint)
 from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils import distributed
 from utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
                        check_output_file, get_device, loader_workers, require_positive, run)
 from utils.amp import grad_scaler, optimizer_step
+from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
+                               encoder_speed_up)
 from utils.encode_once import EncodeOnce
 from utils.evaluation import accuracy, predict_all, print_report, write_predictions
 from utils.resume import model_flags, read_resume, resume, save_last
@@ -104,12 +105,11 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     loader = distributed.eval_loader(test_set, args.test_batch_size, loader_workers(args.num_workers))
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA.from_args(args, clip_model, amp=amp)
+    model = DPA(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend, amp=amp)
     del clip_model
     load_state_dict_strict(model, read_checkpoint(args.ckpt, FEWSHOT_KIND), FEWSHOT_KIND, args.ckpt)
     model.to(device).eval()
-    model.pre_model = encoder_from_args(model.pre_model, args, device, args.test_batch_size * args.views)
-    model.ori_model = encoder_from_args(model.ori_model, args, device, args.test_batch_size * args.views)
+    model.replace_encoders(encoder_speed_up(args, device, args.test_batch_size * args.views))
     if main_process:
         print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
     labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
@@ -135,9 +135,8 @@ def main(args: argparse.Namespace):
     seed_everything(args.seed)
     if args.eval:
         return evaluate(args, device)
-    if args.fold or args.quantize != "off" or args.compile:
-        raise UsageError("--fold, --quantize and --compile speed up --eval only; training uses the encoders "
-                         "as they are")
+    if args.quantize != "off" or args.compile:
+        raise UsageError("--quantize and --compile speed up --eval only; training uses the encoders as they are")
     if not args.exp_name:
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
     if args.eval_seed is not None and args.eval_seed < 0:
@@ -180,8 +179,10 @@ def main(args: argparse.Namespace):
 
     clip_model = load_clip(args.clip, device)
     prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = DPA.from_args(args, clip_model, amp=amp)
+    model = DPA(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend, amp=amp)
     del clip_model
+    if args.ckpt:
+        load_state_dict_strict(model.pre_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
     if distributed.world_size() > 1:
         # batch statistics over the global batch, so results do not depend on the number of processes
         model = distributed.convert_sync_batchnorm(model, device)

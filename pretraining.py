@@ -19,7 +19,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
-from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
 from models import CLIP2Point
 from render.pictures import depth_picture
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict, save_checkpoint
@@ -27,6 +26,7 @@ from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils import distributed
 from utils.amp import grad_scaler, optimizer_step
+from utils.cli_options import add_cache_arguments, cache_dir_from_args
 from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
                        get_device, loader_workers, require_positive, run)
 from utils.errors import UsageError
@@ -102,7 +102,8 @@ def main(args: argparse.Namespace) -> dict:
     clip_model = load_clip(args.clip, device)
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
     test_prompts = encode_prompts(clip_model, test_set.prompts, device)
-    model = CLIP2Point.from_args(args, clip_model, amp=amp).to(device)
+    model = CLIP2Point(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
+                       ntxent_scope=args.ntxent_scope, amp=amp).to(device)
     del clip_model
     if args.ckpt:
         load_state_dict_strict(model.point_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)

@@ -17,9 +17,8 @@ from PIL import Image
 from datasets.common import normalize
 from datasets.mesh import read_off, sample_surface
 from datasets.modelnet import read_ply_points
-from render import RealisticProjection, Renderer, Selector
+from render import build_projection
 from render.pictures import depth_grid
-from render.renderer import ROTATION
 from utils.cli import ArgumentParser, run
 from utils.errors import DataError, UsageError
 
@@ -53,18 +52,13 @@ def load_points(path: Path, num_points: int = 2048, seed: int = 0) -> np.ndarray
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.projection == "realistic" and args.views != RealisticProjection.views:
-        raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
+    try:  # the realistic projection has fixed views of 224 px (--image_size and --backend do not apply)
+        projection = build_projection(args.projection, args.views, args.backend, args.image_size)
+    except ValueError as e:
+        raise UsageError(f"--projection {args.projection} --views {args.views} --image_size {args.image_size}: "
+                         f"{e}") from None
     points = torch.from_numpy(load_points(Path(args.input), args.num_points))[None]
-    if args.projection == "realistic":
-        # fixed views of 224 px (--image_size and --backend do not apply)
-        if args.rot:
-            points = points @ torch.tensor(ROTATION)
-        images = RealisticProjection()(points)
-    else:
-        azim, elev, dist = Selector(args.views)(points)
-        renderer = Renderer(image_size=args.image_size, backend=args.backend)
-        images = renderer(points, azim, elev, dist, args.views, rot=args.rot)
+    images = projection(points.float(), args.rot)
     Image.fromarray(depth_grid(images[0], clip_normalised=args.projection == "depth")).save(args.out)
     print(f"wrote {args.out} ({args.views} {args.projection} views of {points.shape[1]} points)")
 

@@ -17,16 +17,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
-from datasets.mesh_cache import add_cache_arguments, cache_dir_from_args
-from models.fast_encoder import add_encoder_arguments, check_encoder_flags, encoder_from_args
-from models.zeroshot import encode_views, project_views
-from render import RealisticProjection, Renderer, Selector
+from models.views import view_features
+from render import build_projection, projection_views
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
 from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils.scoring import zeroshot_logits
 from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_output_file, get_device, loader_workers,
                        require_positive, run)
+from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
+                               encoder_speed_up)
 from utils.errors import UsageError
 from utils.evaluation import collect_features, predict, print_report, write_predictions
 from utils.scoring import view_similarities
@@ -90,12 +90,10 @@ def build_test_set(args: argparse.Namespace, device: torch.device):
 
 def check_view_flags(args: argparse.Namespace) -> None:
     """Fill in --views from --projection and check the view flags, before any long work."""
-    if args.projection == "realistic":
-        if args.views not in (None, RealisticProjection.views):
-            raise UsageError(f"--views {args.views}: --projection realistic has {RealisticProjection.views} views")
-        args.views = RealisticProjection.views
-    elif args.views is None:
-        args.views = 6
+    try:
+        args.views = projection_views(args.projection, args.views)
+    except ValueError as e:
+        raise UsageError(f"--views {args.views}: {e}") from None
     if args.search_view_weights < 0:
         raise UsageError(f"--search_view_weights must be >= 0 objects per class, got {args.search_view_weights}")
     if args.search_view_weights and args.view_weights:
@@ -151,17 +149,16 @@ def main(args: argparse.Namespace) -> float:
     encoder = clip_model.visual.eval()
     if args.ckpt:
         load_state_dict_strict(encoder, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
-    encoder = encoder_from_args(encoder, args, device, args.test_batch_size * args.views)
+    encoder = encoder_speed_up(args, device, args.test_batch_size * args.views)(encoder)
     prompts = encode_prompts(clip_model, dataset.prompts, device)
-    selector = Selector(args.views).to(device)
-    projection = RealisticProjection() if args.projection == "realistic" else Renderer(backend=args.backend)
+    projection = build_projection(args.projection, args.views, args.backend).to(device)
     print(f"{args.dataset}: {len(dataset)} test objects, {len(dataset.classes)} classes, {args.projection} "
           f"projection, {args.views} views, device {device}, "
           f"encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
 
     def features(points: torch.Tensor) -> torch.Tensor:
         # only the encoder runs under autocast: the projection stays in float32
-        return encode_views(encoder, project_views(projection, points, selector, args.views, rot), amp)
+        return view_features(projection, encoder, points, rot, amp)
 
     if search_set is not None:
         weights = pick_view_weights(features, search_set, prompts, args, device)

@@ -1,4 +1,4 @@
-"""CPU encoder options side by side: eager, chunked, folded, compiled, int8.
+"""CPU encoder options side by side: eager, chunked, compiled, int8.
 
     python bench/encoder.py                  # 96 depth maps, every option
     python bench/encoder.py --images 192 --no_compile
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model, vit_b32_clip  # noqa: E402
 from models.fast_encoder import fast_encoder  # noqa: E402
-from models.zeroshot import CPU_CHUNK, encode_images, render_views  # noqa: E402
-from render import Renderer, Selector  # noqa: E402
+from models.views import CPU_CHUNK, encode_images  # noqa: E402
+from render import build_projection  # noqa: E402
 
 
 @torch.no_grad()
@@ -41,17 +41,15 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     views = 6
     points = torch.rand(-(-args.images // views), 1024, 3) * 2 - 1
-    images = render_views(Selector(views), Renderer(), points, views, rot=True).flatten(0, 1)[:args.images]
+    images = build_projection("depth", views)(points, rot=True).flatten(0, 1)[:args.images]
     visual = vit_b32_clip().visual
     classes = F.normalize(torch.randn(40, 512), dim=-1)
     options = [("eager fp32, one forward", {}, len(images)),
                (f"chunked ({CPU_CHUNK} per forward)", {}, CPU_CHUNK),
-               ("chunked + fold", {"fold": True}, CPU_CHUNK),
-               ("chunked + int8", {"quantize": "int8"}, CPU_CHUNK),
-               ("chunked + fold + int8", {"fold": True, "quantize": "int8"}, CPU_CHUNK)]
+               ("chunked + int8", {"quantize": "int8"}, CPU_CHUNK)]
     if not args.no_compile:
         options += [("chunked + compile", {"compile": True}, CPU_CHUNK),
-                    ("chunked + fold + int8 + compile", {"fold": True, "quantize": "int8", "compile": True}, CPU_CHUNK)]
+                    ("chunked + int8 + compile", {"quantize": "int8", "compile": True}, CPU_CHUNK)]
     print(cpu_model())
     print(f"torch {torch.__version__}; ViT-B/32-shaped random CLIP; {len(images)} depth maps of 224 px; "
           f"best of {args.repeats} passes")

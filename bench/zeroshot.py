@@ -22,8 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import sync, vit_b32_clip  # noqa: E402
 from datasets import ModelNet40Ply  # noqa: E402
 from datasets.synthetic import generate  # noqa: E402
-from models.zeroshot import encode_views, render_views  # noqa: E402
-from render import Renderer, Selector  # noqa: E402
+from models.views import encode_views  # noqa: E402
+from render import build_projection  # noqa: E402
 from utils.prompts import encode_prompts  # noqa: E402
 from utils.scoring import zeroshot_logits  # noqa: E402
 from utils.cli import amp_dtype  # noqa: E402
@@ -35,7 +35,7 @@ def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str
     clip_model = vit_b32_clip().to(device)
     prompts = encode_prompts(clip_model, dataset.dataset.prompts, device)
     encoder, amp = clip_model.visual, amp_dtype(args.amp, device)
-    selector, renderer = Selector(args.views).to(device), Renderer(backend=args.backend)
+    projection = build_projection("depth", args.views, args.backend).to(device)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     seconds = {"loading": 0.0, "rendering": 0.0, "encoding": 0.0}
     warm = True
@@ -50,7 +50,7 @@ def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str
             points = points.to(device)
             sync(device)
             loaded = time.perf_counter()
-            maps = render_views(selector, renderer, points, args.views, rot=True)
+            maps = projection(points, rot=True)
             sync(device)
             rendered = time.perf_counter()
             features = encode_views(encoder, maps, amp)

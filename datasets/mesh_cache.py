@@ -10,7 +10,6 @@ Entry layout: 8-byte magic, 8-byte little-endian header length, a JSON header (k
 checksum), padding to 64 bytes, then vertices (V, 3) float64, faces (F, 3) int64 and cumulative
 areas (F,) float64, all little-endian.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -24,7 +23,6 @@ import numpy as np
 
 from datasets.common import PathLike
 from datasets.mesh import cumulative_areas, read_off
-from utils.errors import UsageError
 
 MAGIC = b"C2PMESH1"
 _ALIGN = 64
@@ -35,26 +33,6 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/clip2point/meshes`, or `~/.cache/clip2point/meshes`."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "clip2point" / "meshes"
-
-
-def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
-    """--cache_dir / --no_cache of the scripts that read ModelNet meshes."""
-    parser.add_argument("--cache_dir", default=str(default_cache_dir()),
-                        help="where parsed .off meshes are cached for later reads and runs (default "
-                             "$XDG_CACHE_HOME/clip2point/meshes or ~/.cache/clip2point/meshes)")
-    parser.add_argument("--no_cache", action="store_true", help="parse every mesh on every read")
-
-
-def cache_dir_from_args(args: argparse.Namespace) -> Optional[str]:
-    """The folder of --cache_dir, created and checked writable; None with --no_cache."""
-    if args.no_cache:
-        return None
-    try:
-        MeshCache(args.cache_dir).prepare()
-    except OSError as e:
-        raise UsageError(f"--cache_dir {args.cache_dir}: cannot write mesh cache entries there "
-                         f"({e.strerror or e}); pass a writable folder or --no_cache") from None
-    return args.cache_dir
 
 
 def _file_key(path: PathLike) -> dict:

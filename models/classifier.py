@@ -1,14 +1,14 @@
 """Classify point clouds into any list of classes: CLIP2Point's zero-shot scoring (or a few-shot
 Dual-Path Adapter's features) as a library call.
 
-    clip_model = utils.load_clip("ViT-B/32", device)
+    clip_model = load_clip("ViT-B/32", device)          # from utils.clip_loader
     classifier = PointCloudClassifier(clip_model, ["chair", "table", "lamp"], ckpt="best_eval.pth")
     out = classifier(points)               # points (N, 3) or (B, N, 3), centred and scaled
     classifier.top(out.probs, k=3)         # [("chair", 0.83), ("table", 0.09), ("lamp", 0.03)]
 """
 import copy
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ import torch.nn as nn
 from clip.model import CLIP
 
 from models.dpa import DPA
-from models.zeroshot import encode_views, project_views
-from render import RealisticProjection, Renderer, Selector
+from models.views import encode_views
+from render import DepthProjection, build_projection, projection_views
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
@@ -25,7 +25,6 @@ from utils.scoring import sum_views, view_similarities
 
 # the gravity axis of the input -> the renderer's `rot` (z-up clouds get the rotation of ModelNet)
 UP_AXES = {"z": True, "y": False}
-PROJECTIONS = ("depth", "realistic")
 # how far a cloud may be from "centred, farthest point at norm 1" before it is refused
 MAX_CENTRE_OFFSET, SCALE_RANGE = 0.25, (0.5, 1.001)
 
@@ -55,10 +54,23 @@ def check_normalised(points: torch.Tensor) -> None:
                          f"centre on the mean and divide by the largest norm (datasets.normalize)")
 
 
+def classifier_views(views: Optional[int], projection: str = "depth", ckpt: Optional[str] = None,
+                     fewshot_ckpt: Optional[str] = None, view_weights: bool = False) -> int:
+    """The number of views of a classifier with these options (None: 6, or 10 with `fewshot_ckpt`
+    or the realistic projection); ValueError for options that exclude each other."""
+    if ckpt and fewshot_ckpt:
+        raise ValueError("give a pre-training checkpoint or a few-shot checkpoint, not both (the few-shot "
+                         "checkpoint holds its own depth encoder)")
+    if fewshot_ckpt and (projection != "depth" or view_weights):
+        raise ValueError("a few-shot checkpoint renders its own depth maps and fuses its views itself: "
+                         "no realistic projection or view weights with it")
+    return projection_views(projection, views, default=10 if fewshot_ckpt else 6)
+
+
 class PointCloudClassifier(nn.Module):
     """Zero-shot (or few-shot) classification of point clouds into `classes`.
 
-    Zero-shot: every cloud is rendered into `views` depth maps, each encoded by CLIP's image tower
+    Zero-shot: every cloud is rendered into `views` depth maps (default 6; 10 with `fewshot_ckpt`), each encoded by CLIP's image tower
     (with the pre-trained depth encoder of `ckpt` when given) and compared with the text features
     of the classes; a class's score is the mean over views of its similarities (the paper sums
     them: same ranking), or their mean weighted by `view_weights` (V,). `projection` "realistic"
@@ -69,15 +81,18 @@ class PointCloudClassifier(nn.Module):
     Text features: `template` filled with each of `prompt_names` (default: the class names), or,
     with `sentences` (class -> list of sentences), the normalised mean of each class's sentences.
     `up` is the input's gravity axis: "z" (ModelNet, most scanners and CAD) or "y" (ShapeNet).
-    `amp`: autocast dtype of the image encoders (None: float32). The CLIP model passed in is not
+    `amp`: autocast dtype of the image encoders (None: float32); `encoder_transform`: applied to
+    each image encoder once its weights are loaded (the inference speed-ups of
+    `models.fast_encoder`). The CLIP model passed in is not
     modified.
     """
 
     def __init__(self, clip_model: CLIP, classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
                  template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
-                 views: int = 6, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
+                 views: Optional[int] = None, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
                  backend: str = "native", projection: str = "depth",
-                 view_weights: Optional[Sequence[float]] = None, amp: Optional[torch.dtype] = None):
+                 view_weights: Optional[Sequence[float]] = None, amp: Optional[torch.dtype] = None,
+                 encoder_transform: Optional[Callable[[nn.Module], nn.Module]] = None):
         super().__init__()
         classes = list(classes)
         if not classes:
@@ -89,20 +104,11 @@ class PointCloudClassifier(nn.Module):
             raise ValueError(f"{len(prompt_names)} prompt names for {len(classes)} classes")
         if up not in UP_AXES:
             raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
-        if projection not in PROJECTIONS:
-            raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
-        if projection == "realistic" and views != RealisticProjection.views:
-            raise ValueError(f"the realistic projection has {RealisticProjection.views} views, not {views}")
-        if fewshot_ckpt and (projection != "depth" or view_weights is not None):
-            raise ValueError("a few-shot checkpoint renders its own depth maps and fuses its views itself: "
-                             "no realistic projection or view weights with it")
+        views = classifier_views(views, projection, ckpt, fewshot_ckpt, view_weights is not None)
         if view_weights is not None:
             view_weights = torch.as_tensor(view_weights, dtype=torch.float32)
             if view_weights.shape != (views,) or (view_weights < 0).any() or view_weights.sum() <= 0:
                 raise ValueError(f"view_weights must be {views} weights >= 0, not all 0; got {view_weights.tolist()}")
-        if ckpt and fewshot_ckpt:
-            raise ValueError("give a pre-training checkpoint or a few-shot checkpoint, not both (the few-shot "
-                             "checkpoint holds its own depth encoder)")
         device = clip_model.logit_scale.device
         self.classes, self.views, self.rot, self.amp = classes, views, UP_AXES[up], amp
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
@@ -118,14 +124,17 @@ class PointCloudClassifier(nn.Module):
             self.dpa = DPA(clip_model=clip_model, views=views, backend=backend, amp=amp)
             load_state_dict_strict(self.dpa, read_checkpoint(fewshot_ckpt, FEWSHOT_KIND), FEWSHOT_KIND, fewshot_ckpt)
             self.dpa.to(device).eval()
-            self.selector, self.renderer, self.encoder = self.dpa.selector, self.dpa.renderer, self.dpa.pre_model
+            if encoder_transform is not None:
+                self.dpa.replace_encoders(encoder_transform)
+            self.projection, self.encoder = DepthProjection(self.dpa.selector, self.dpa.renderer), self.dpa.pre_model
         else:
-            self.selector = Selector(views).to(device)
-            self.renderer = RealisticProjection().to(device) if projection == "realistic" else Renderer(backend=backend)
+            self.projection = build_projection(projection, views, backend).to(device)
             self.encoder = clip_model.visual.eval()
             if ckpt:  # a copy: the caller's CLIP keeps its own image tower
                 self.encoder = copy.deepcopy(self.encoder)
                 load_state_dict_strict(self.encoder, read_state_dict(ckpt), PRETRAIN_KIND, ckpt)
+            if encoder_transform is not None:
+                self.encoder = encoder_transform(self.encoder)
         self.encoder.requires_grad_(False)
 
     @torch.no_grad()
@@ -140,7 +149,7 @@ class PointCloudClassifier(nn.Module):
         if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
             raise ValueError(f"points must have shape (N, 3) or (B, N, 3) with N > 0, got {tuple(points.shape)}")
         check_normalised(points)
-        images = project_views(self.renderer, points, self.selector, self.views, self.rot)
+        images = self.projection(points, self.rot)
         if self.dpa is None:
             feats = encode_views(self.encoder, images, self.amp)
             sims = view_similarities(feats, self.text_features, self.views)

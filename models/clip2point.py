@@ -1,5 +1,4 @@
 """CLIP2Point pre-training: image-depth contrastive learning on ShapeNet (docs/method.md#pre-training)."""
-import argparse
 import copy
 from typing import Optional, Tuple
 
@@ -8,8 +7,8 @@ import torch.nn as nn
 from lightly.loss import NTXentLoss
 
 from models.common import frozen_copy, image_tower
-from models.zeroshot import view_features
-from render import Renderer, Selector
+from models.views import view_features
+from render import Renderer, Selector, depth_views
 from utils import distributed
 from utils.amp import autocast_encode
 
@@ -44,13 +43,6 @@ class CLIP2Point(nn.Module):
         # the published checkpoints (`module.weights` has shape [])
         self.weights = nn.Parameter(torch.ones([]))
         self.criterion = NTXentLoss(temperature=TEMPERATURE)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, clip_model: nn.Module,
-                  amp: Optional[torch.dtype] = None) -> "CLIP2Point":
-        """The model of pretraining.py's flags."""
-        return cls(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
-                   ntxent_scope=args.ntxent_scope, amp=amp)
 
     def train(self, mode: bool = True) -> "CLIP2Point":
         super().train(mode)
@@ -93,7 +85,10 @@ class CLIP2Point(nn.Module):
         loss = image_loss + depth_loss / self.weights ** 2 + torch.log(self.weights + 1)
         return loss, image_loss, depth_loss
 
+    def project(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
+        """points (B, N, 3) -> depth maps (B, V, 3, S, S) of the selector's views (the projection call)."""
+        return depth_views(self.selector, self.renderer, points, rot)
+
     def infer(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
         """points (B, N, 3) -> L2-normalised depth features (B*V, C) of the selector's views."""
-        return view_features(self.selector, self.renderer, self.point_model, points, self.views, rot,
-                             self.amp).flatten(0, 1)
+        return view_features(self.project, self.point_model, points, rot, self.amp).flatten(0, 1)

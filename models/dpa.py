@@ -1,6 +1,5 @@
 """Dual-Path Adapter for few-shot classification (docs/method.md#dual-path-adapter)."""
-import argparse
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn as nn
@@ -8,9 +7,8 @@ import torch.nn.functional as F
 
 from models.adapter import SimplifiedAdapter
 from models.common import frozen_copy, image_tower
-from models.zeroshot import encode_images
-from render import Renderer, Selector
-from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
+from models.views import encode_images
+from render import Renderer, Selector, depth_views
 
 
 class DPA(nn.Module):
@@ -35,18 +33,6 @@ class DPA(nn.Module):
         self.adapter1 = SimplifiedAdapter(num_views=views, in_features=visual.output_dim)
         self.adapter2 = SimplifiedAdapter(num_views=views, in_features=visual.output_dim)
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, clip_model: nn.Module,
-                  amp: Optional[torch.dtype] = None) -> "DPA":
-        """The model of fewshot.py's flags; for training, the depth encoder of the pre-training
-        checkpoint `--ckpt` is loaded into `pre_model` (with `--eval`, `--ckpt` is a whole few-shot
-        checkpoint, loaded by the caller)."""
-        net = cls(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
-                  amp=amp)
-        if args.ckpt and not args.eval:
-            load_state_dict_strict(net.pre_model, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
-        return net
-
     def train(self, mode: bool = True) -> "DPA":
         super().train(mode)
         self.pre_model.eval()
@@ -58,16 +44,27 @@ class DPA(nn.Module):
         modules = (self.adapter1, self.adapter2, self.selector)
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
+    def replace_encoders(self, transform: Callable[[nn.Module], nn.Module]) -> "DPA":
+        """Both frozen encoders replaced by transform(encoder), e.g. the inference speed-ups of
+        `models.fast_encoder`, after the weights are loaded; returns self."""
+        self.pre_model = transform(self.pre_model)
+        self.ori_model = transform(self.ori_model)
+        return self
+
+    def project(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
+        """points (B, N, 3) -> depth maps (B, V, 3, S, S) of the selector's views (the projection call)."""
+        return depth_views(self.selector, self.renderer, points, rot)
+
     def encode(self, points: torch.Tensor, rot: bool = True) -> torch.Tensor:
         """points (B, N, 3) -> the frozen encoders' features (B, 2, V, D) of the selector's views
         (index 0 `pre_model`, 1 `ori_model`). With a fixed selector they depend on the points only,
         so fixed test points can be encoded once (`utils.encode_once`). `rot` rotates z-up clouds
         (ModelNet) before rendering; False for y-up clouds."""
-        azim, elev, dist = self.selector(points)
+        images = self.project(points, rot)
         # the encoders are frozen: only a learnable selector needs gradients through them
         need_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.selector.parameters())
         with torch.set_grad_enabled(need_grad):
-            return self.encode_rendered(self.renderer(points, azim, elev, dist, self.views, rot=rot))
+            return self.encode_rendered(images)
 
     def encode_rendered(self, images: torch.Tensor) -> torch.Tensor:
         """Rendered views (B, V, 3, S, S) -> the frozen encoders' features (B, 2, V, D) (index 0

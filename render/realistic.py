@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from render.renderer import turn_z_up
+
 # (a, b, c) of the view rotations Rx(a) @ Ry(b) @ Rz(c): eight views around the object, then two
 # from the ends of the remaining axis.
 VIEW_ANGLES: Tuple[Tuple[float, float, float], ...] = (
@@ -119,13 +121,16 @@ class RealisticProjection(nn.Module):
         img = img / img.amax(dim=(1, 2), keepdim=True)
         return 1 - img
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        """points (B, N, 3) -> images (B, 10, 3, 224, 224), values in [0, 1]."""
+    def forward(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
+        """points (B, N, 3) -> images (B, 10, 3, 224, 224), values in [0, 1]. `rot` turns ModelNet's
+        z-up clouds y-up first, as the depth renderer does: the side views circle the y axis."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"points must have shape (B, N, 3), got {tuple(points.shape)}")
         B, N, _ = points.shape
         if N == 0:
             raise ValueError("cannot project an empty point cloud (N = 0 points)")
+        if rot:
+            points = turn_z_up(points.float())
         coords = self.transform(points).flatten(0, 1)  # (B * V, N, 3)
         img = self.grid_to_image(self.grid(coords))
         img = F.interpolate(img[:, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=True)

@@ -18,6 +18,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # (x, y, z) -> (-y, z, -x) for row-vector points: +90 degrees about x, then -90 degrees about y.
 ROTATION = ((0.0, 0.0, -1.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0))
 
+
+def turn_z_up(points: torch.Tensor) -> torch.Tensor:
+    """ModelNet's z-up clouds (..., N, 3) turned y-up (`ROTATION`), as every projection's `rot` does."""
+    return points @ torch.tensor(ROTATION, dtype=points.dtype, device=points.device)
+
 BACKENDS = ("native", "pytorch3d")
 
 # Foreground depths map to grey levels 0 .. 200/255, so the farthest point stays darker than the
@@ -194,7 +199,7 @@ class Renderer(nn.Module):
         points = points.float()
         azim, elev, dist = azim.float(), elev.float(), dist.float()
         if rot:
-            points = points @ torch.tensor(ROTATION, device=points.device)
+            points = turn_z_up(points)
         if aug:
             # two copies of every view, each at a distance jittered by up to DIST_JITTER per object
             u1 = torch.rand(B, 1, device=points.device)

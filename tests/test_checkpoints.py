@@ -1,7 +1,6 @@
 """Published checkpoint layouts: round trips, encoder extraction, clear errors, atomic saving."""
 import os
 import pickle
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,11 +9,6 @@ import torch.nn as nn
 from models import CLIP2Point, DPA
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
                               read_state_dict, save_checkpoint)
-
-
-def fewshot_args(ckpt=None, eval=False):
-    """fewshot.py's flags that DPA.from_args reads."""
-    return SimpleNamespace(views=10, dim=0, model="PointNet", backend="native", ckpt=ckpt, eval=eval)
 
 
 def cloud(batch=2, n=512, seed=0):
@@ -47,7 +41,8 @@ def pretrain_ckpt(tmp_path, tiny_clip):
 @pytest.fixture
 def fewshot_ckpt(tmp_path, tiny_clip, pretrain_ckpt):
     torch.manual_seed(0)
-    net = DPA.from_args(fewshot_args(ckpt=pretrain_ckpt[0]), tiny_clip)
+    net = DPA(clip_model=tiny_clip)
+    load_state_dict_strict(net.pre_model, read_state_dict(pretrain_ckpt[0]), PRETRAIN_KIND, pretrain_ckpt[0])
     perturb(net.adapter1, seed=2)
     perturb(net.adapter2, seed=3)
     path = str(tmp_path / "exp_results" / "best_test.pth")
@@ -98,13 +93,13 @@ def test_read_state_dict(tmp_path, pretrain_ckpt, wrapped):
 
 def test_dpa_loads_pretrained_encoder(pretrain_ckpt, tiny_clip):
     path, net = pretrain_ckpt
-    dpa = DPA.from_args(fewshot_args(ckpt=path), tiny_clip)
+    dpa = DPA(clip_model=tiny_clip)
+    assert torch.equal(dpa.pre_model.proj, tiny_clip.visual.proj)  # built from CLIP's tower: nothing loaded yet
+    load_state_dict_strict(dpa.pre_model, read_state_dict(path), PRETRAIN_KIND, path)  # as fewshot.py loads --ckpt
     for k, v in dpa.pre_model.state_dict().items():
         assert torch.equal(v, net.point_model.state_dict()[k])
     for k, v in dpa.ori_model.state_dict().items():
         assert torch.equal(v, tiny_clip.visual.state_dict()[k])
-    skipped = DPA.from_args(fewshot_args(ckpt=path, eval=True), tiny_clip)
-    assert torch.equal(skipped.pre_model.proj, tiny_clip.visual.proj)
 
 
 def test_fewshot_layout_and_round_trip(fewshot_ckpt, tiny_clip):

@@ -19,7 +19,7 @@ from datasets.modelnet import read_ply_points, write_ply_points
 from datasets.readers import find_cloud_files, load_cloud, read_any, write_pcd
 from models import DPA
 from models.classifier import PointCloudClassifier
-from models.zeroshot import view_features
+from models.views import view_features
 from tests.data_fixtures import synthetic_root
 from utils.scoring import zeroshot_logits
 from utils.checkpoint import save_checkpoint
@@ -160,7 +160,7 @@ def test_classifier_scores_are_the_zeroshot_scores(tiny_clip, ply_dir):
     assert out.images.shape == (3, 6, 3, 224, 224)
     from utils.prompts import encode_prompts
     text = encode_prompts(tiny_clip, dataset.prompts)
-    feats = view_features(classifier.selector, classifier.renderer, tiny_clip.visual, points, 6, rot=True)
+    feats = view_features(classifier.projection, tiny_clip.visual, points, rot=True)
     expected = (tiny_clip.logit_scale.exp() * zeroshot_logits(feats, text, 6) / 6).softmax(-1)
     torch.testing.assert_close(out.probs, expected, atol=1e-6, rtol=0)
     scale = tiny_clip.logit_scale.exp()
@@ -320,10 +320,12 @@ def test_classifier_on_cuda_matches_cpu(tiny_clip_path, cloud):
     (["--classes", "a", "--dataset", "ModelNet40"], "give one of"),
     (["--classes", "a,b", "--prompts_file", "PROMPTS"], "no sentences for class 'b'"),
     (["--classes", "a", "--template", "image"], "--template must hold"),
-    (["--classes", "a", "--ckpt", "x.pth", "--fewshot_ckpt", "y.pth"], "not both"),
-    (["--classes", "a", "--projection", "realistic", "--views", "6"], "realistic has 10 views"),
+    (["--classes", "a", "--ckpt", "x.pth", "--fewshot_ckpt", "y.pth"], "--ckpt x.pth --fewshot_ckpt y.pth: give"),
+    (["--classes", "a", "--projection", "realistic", "--views", "6"],
+     "--projection realistic --views 6: the realistic projection has 10 views"),
     (["--classes", "a", "--view_weights", "1,2"], "expected 6 weights"),
-    (["--classes", "a", "--fewshot_ckpt", "y.pth", "--view_weights", "1,1,1,1,1,1,1,1,1,1"], "no --projection"),
+    (["--classes", "a", "--fewshot_ckpt", "y.pth", "--view_weights", "1,1,1,1,1,1,1,1,1,1"],
+     "no realistic projection or view weights"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, cloud, argv, message, capsys):
     np.save(tmp_path / "c.npy", cloud[1])

@@ -1,17 +1,15 @@
-"""The faster encoder path: chunked encoding, the exact gray fold of the first convolution,
-compiled batches of one shape, int8 linear layers."""
+"""The faster encoder path: chunked encoding, compiled batches of one shape, int8 linear layers."""
 import pytest
 import torch
 import torch.nn as nn
 
-import classify
 import fewshot
 import models.fast_encoder as fast
-import zeroshot
-from models.fast_encoder import CompiledEncoder, GrayPatchEmbed, fast_encoder, fold_gray, quantize_int8
-from models.zeroshot import encode_views, render_views
-from render import Renderer, Selector
-from render.renderer import CLIP_MEAN, CLIP_STD
+from models import DPA
+from models.classifier import PointCloudClassifier
+from models.fast_encoder import CompiledEncoder, check_speed_ups, fast_encoder, quantize_int8
+from models.views import encode_views
+from render import build_projection
 from tests.data_fixtures import synthetic_root
 from utils.cli import run
 
@@ -20,43 +18,7 @@ def depth_maps(views=6, batch=2, seed=0):
     """Rendered depth maps (B, V, 3, 224, 224) of random clouds."""
     g = torch.Generator().manual_seed(seed)
     points = torch.rand(batch, 512, 3, generator=g) * 2 - 1
-    return render_views(Selector(views), Renderer(), points, views, rot=True)
-
-
-def normalise(gray):
-    mean = torch.tensor(CLIP_MEAN, dtype=gray.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=gray.dtype).view(1, 3, 1, 1)
-    return (gray.expand(-1, 3, -1, -1) - mean) / std
-
-
-def test_gray_patch_embed_equals_the_convolution_of_the_normalised_image():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(3, 8, kernel_size=4, stride=4, bias=True).double()
-    gray = torch.rand(5, 1, 16, 16, dtype=torch.float64)
-    expected = conv(normalise(gray))
-    folded = GrayPatchEmbed(conv)
-    assert torch.allclose(folded(normalise(gray)), expected, atol=1e-10, rtol=0)
-    assert torch.allclose(folded(gray), expected, atol=1e-10, rtol=0)
-    # summing the weights over the channels without the std ratios and the constant is not the fold
-    naive = nn.functional.conv2d(normalise(gray)[:, :1], conv.weight.sum(1, keepdim=True), conv.bias, stride=4)
-    assert (naive - expected).abs().max() > 1e-2
-    with pytest.raises(ValueError, match="padding"):
-        GrayPatchEmbed(nn.Conv2d(3, 8, 3, padding=1))
-
-
-def test_folded_tower_matches_the_original_on_depth_maps(tiny_clip):
-    maps = depth_maps().flatten(0, 1)
-    with torch.no_grad():
-        expected = tiny_clip.visual(maps)
-        folded = fold_gray(tiny_clip.visual)
-        got = folded(maps)
-        gray = folded(maps[:, :1] * CLIP_STD[0] + CLIP_MEAN[0])  # the depth image before normalisation
-    assert (got - expected).abs().max() < 1e-5 and (gray - expected).abs().max() < 1e-5
-    assert isinstance(tiny_clip.visual.conv1, nn.Conv2d)  # the original is left alone
-    assert set(folded.state_dict()) - set(tiny_clip.visual.state_dict()) == {
-        "conv1.weight", "conv1.bias", "conv1.gray_weight", "conv1.gray_bias"} - set(tiny_clip.visual.state_dict())
-    with pytest.raises(ValueError, match="ViT"):
-        fold_gray(nn.Linear(3, 3))
+    return build_projection("depth", views)(points, rot=True)
 
 
 def test_chunked_encoding_equals_one_forward(tiny_clip):
@@ -109,27 +71,19 @@ def test_int8_features_are_close_but_quantised(tiny_clip):
 
 def test_fast_encoder_options(tiny_clip):
     assert fast_encoder(tiny_clip.visual) is tiny_clip.visual
-    folded = fast_encoder(tiny_clip.visual, fold=True)
-    assert isinstance(folded.conv1, GrayPatchEmbed)
     with pytest.raises(ValueError, match="quantize"):
         fast_encoder(tiny_clip.visual, quantize="int4")
     assert fast.QUANTIZE == ("off", "int8")
+    check_speed_ups("int8", "cpu")
+    with pytest.raises(ValueError, match="CPU only"):
+        check_speed_ups("int8", "cuda")
 
 
 def parse(module, *argv):
     return module.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
 
 
-def test_zeroshot_fold_gives_the_same_predictions(tmp_path, tiny_clip_path):
-    common = ["--data_root", synthetic_root(), "--clip", tiny_clip_path, "--test_batch_size", 16]
-    zeroshot.main(parse(zeroshot, *common, "--save_predictions", tmp_path / "plain.csv"))
-    zeroshot.main(parse(zeroshot, *common, "--fold", "--save_predictions", tmp_path / "folded.csv"))
-    plain = (tmp_path / "plain.csv").read_text()
-    assert plain.count("\n") > 10 and (tmp_path / "folded.csv").read_text() == plain
-
-
 @pytest.mark.parametrize("module, argv, message", [
-    (zeroshot, ["--projection", "realistic", "--fold"], "--fold applies to the depth maps"),
     (fewshot, ["--exp_name", "x", "--ckpt", "any.pth", "--quantize", "int8"], "speed up --eval only"),
 ])
 def test_encoder_flags_that_cannot_apply_exit_2(capsys, tiny_clip_path, module, argv, message):
@@ -139,11 +93,12 @@ def test_encoder_flags_that_cannot_apply_exit_2(capsys, tiny_clip_path, module, 
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
 
 
-def test_classify_fold_gives_the_same_scores(tmp_path, tiny_clip_path):
-    files = sorted((synthetic_root() / "ModelNet40_Ply").glob("*.ply"))[:3]
-    common = [*map(str, files), "--dataset", "ModelNet40", "--clip", tiny_clip_path, "--device", "cpu"]
-    plain = classify.main(classify.get_args_parser().parse_args(common))
-    folded = classify.main(classify.get_args_parser().parse_args(common + ["--fold"]))
-    assert [r["top"][0]["class"] for r in folded] == [r["top"][0]["class"] for r in plain]
-    for a, b in zip(plain, folded):
-        assert [t["prob"] for t in a["top"]] == pytest.approx([t["prob"] for t in b["top"]], abs=1e-4)
+def test_classifier_and_dpa_take_the_speed_ups_after_loading(tiny_clip):
+    """The classes apply an encoder transform themselves (no script replaces their encoders)."""
+    def quantised(module):
+        return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in module.modules())
+
+    classifier = PointCloudClassifier(tiny_clip, ["a", "b"], encoder_transform=quantize_int8)
+    assert quantised(classifier.encoder) and not quantised(tiny_clip.visual)
+    dpa = DPA(clip_model=tiny_clip).replace_encoders(quantize_int8)
+    assert quantised(dpa.pre_model) and quantised(dpa.ori_model)

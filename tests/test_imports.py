@@ -3,7 +3,7 @@ import higher ones.
 
 Layers, bottom up: `render`; `datasets` (loaders may use the renderer's constants and view sets)
 and `utils`; `models`; then the tools (`datasets.prepare`, `datasets.check`, `datasets.synthetic`,
-`utils.cli`), the entry scripts at the top of the repository, `bench/` and `tests/`.
+`utils.cli`, `utils.cli_options`), the entry scripts at the top of the repository, `bench/` and `tests/`.
 """
 import ast
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Dict, List, Set, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("datasets", "render", "models", "utils", "bench", "tests")
 ENTRY_SCRIPTS = tuple(sorted(p.stem for p in REPO.glob("*.py")))
-TOOLS = ("datasets.prepare", "datasets.check", "datasets.synthetic", "utils.cli")
+TOOLS = ("datasets.prepare", "datasets.check", "datasets.synthetic", "utils.cli", "utils.cli_options")
 
 
 def module_files() -> Dict[str, Path]:
@@ -102,6 +102,8 @@ def upward(name: str, target: str) -> bool:
     top = target in ENTRY_SCRIPTS or in_package(target, "bench") or in_package(target, "tests")
     if in_package(name, "render"):
         return not in_package(target, "render")
+    if name in TOOLS:  # the command-line layer sits above the models
+        return top
     if in_package(name, "models"):
         return top or in_package(target, "datasets") or target in TOOLS
     if in_package(name, "datasets") or in_package(name, "utils"):
@@ -120,6 +122,7 @@ def test_the_layer_rule_catches_upward_imports():
     assert upward("render.renderer", "datasets.mesh") and upward("render.selector", "models.dpa")
     assert upward("models.dpa", "datasets.modelnet") and upward("models.clip2point", "pretraining")
     assert upward("datasets.modelnet", "datasets.prepare") and upward("utils.evaluation", "utils.cli")
-    assert upward("datasets.shapenet", "preview") and upward("utils.amp", "models.zeroshot")
+    assert upward("datasets.shapenet", "preview") and upward("utils.amp", "models.views")
     assert not upward("datasets.shapenet", "render.selector") and not upward("models.dpa", "utils.amp")
     assert not upward("datasets.synthetic", "datasets.prepare") and not upward("preview", "datasets.mesh")
+    assert not upward("utils.cli_options", "models.fast_encoder") and upward("utils.cli_options", "zeroshot")

@@ -157,12 +157,11 @@ def test_single_point_cloud_is_centred(proj):
 def test_upright_objects_stand_along_the_rows(proj):
     """The eight side views circle the y axis, which runs down the image rows; `rot` (ModelNet) first
     turns z-up objects y-up, as for the depth renderer."""
-    from models.zeroshot import project_views
     t = torch.linspace(-1, 1, 200)
     wobble = 0.05 * torch.sin(7 * t)
     pole_y = torch.stack([wobble, t, wobble.flip(0)], dim=1)[None]  # a tall object, y up
     pole_z = torch.stack([wobble, wobble.flip(0), t], dim=1)[None]  # the same, z up (ModelNet)
-    for images in (proj(pole_y), project_views(proj, pole_z, rot=True)):
+    for images in (proj(pole_y), proj(pole_z, rot=True)):
         dark = images[0, :8, 0] < 0.99  # (8, 224, 224)
         rows = dark.any(dim=2).sum(dim=1)
         cols = dark.any(dim=1).sum(dim=1)

@@ -78,8 +78,7 @@ def test_pretraining_outputs(pretrained, tiny_clip_path):
     state = torch.load(run_dir / "best_val.pth", map_location="cpu", weights_only=True)
     assert all(k.startswith("module.") for k in state)
     assert "module.weights" in state and "module.selector.view_selector.views_azim" in state
-    args = parse(pretraining, "--exp_name", "x", "--clip", tiny_clip_path)
-    model = CLIP2Point.from_args(args, load_clip(tiny_clip_path))
+    model = CLIP2Point(clip_model=load_clip(tiny_clip_path))
     torch.nn.DataParallel(model).load_state_dict(state, strict=True)
     assert os.path.isfile(run_dir / "best_test.pth") and os.path.isfile(run_dir / "last.pth")
     logged = [float(e.split("val_acc ")[1].split()[0]) for e in epochs]

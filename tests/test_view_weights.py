@@ -7,8 +7,8 @@ import torch
 
 import zeroshot
 from datasets import ModelNet10
-from models.zeroshot import encode_views, project_views
-from render import Renderer, Selector
+from models.views import encode_views
+from render import DepthProjection, Renderer, Selector
 from tests.data_fixtures import synthetic_root
 from utils.prompts import encode_prompts
 from utils.cli import run
@@ -107,7 +107,7 @@ def test_view_weights_select_views(tmp_path, data, tiny_clip_path, tiny_clip, ca
     dataset = ModelNet10(data, "test", num_points=1024, seed=0)
     points = torch.stack([dataset[i][0] for i in range(len(dataset))])
     with torch.no_grad():
-        images = project_views(Renderer(), points, Selector(6), 6, rot=True)
+        images = DepthProjection(Selector(6), Renderer())(points, rot=True)
         sims = view_similarities(encode_views(tiny_clip.visual, images), encode_prompts(tiny_clip, dataset.prompts), 6)
     assert got == sims[:, 2].argmax(dim=1).tolist()
     assert got != sims.sum(dim=1).argmax(dim=1).tolist()  # the weights changed the answer

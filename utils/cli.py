@@ -51,11 +51,16 @@ def add_view_arguments(parser: argparse.ArgumentParser, views_help: str,
                         help="shape extractor of the learnable view selector (default PointNet)")
 
 
-def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
-    """Call main(args); a user-fixable error becomes one stderr line and exit code 2. Under torchrun
-    the process group is left at the end and errors of ranks other than 0 name their rank."""
+def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace,
+        exit_code: Optional[Callable[[object], int]] = None) -> None:
+    """Call main(args); a user-fixable error becomes one stderr line and exit code 2; otherwise the
+    exit code is exit_code(what main returned) (default 0). Under torchrun the process group is
+    left at the end and errors of ranks other than 0 name their rank."""
     try:
-        main(args)
+        result = main(args)
+        code = exit_code(result) if exit_code is not None else 0
+        if code:
+            sys.exit(code)
     except UserError as err:
         message = " ".join(str(err).split("\n"))  # one line, whatever the message holds
         sys.stderr.write(f"error{_rank_note()}: {message}\n")
