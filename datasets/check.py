@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Sequence
 from PIL import Image
 
 from datasets.common import LAYOUTS, DataError, DatasetNotFound, PathLike, normalize
-from datasets.modelnet import ModelNet10, ModelNet10Ply, ModelNet40Align, ModelNet40Ply
+from datasets.modelnet import ModelNet10, ModelNet40Align, ModelNet40Ply
 from datasets.scanobjectnn import VARIANTS, ScanObjectNN, h5_path
 from datasets.shapenet import ShapeNet55
 
@@ -146,9 +146,6 @@ def check(data_root: PathLike, quick: bool = False, max_problems: int = 10) -> R
                  lambda s: ModelNet40Ply(root, partition=s), ModelNet40Ply.classes, _read_item, quick)
     check_splits(report, "ModelNet10", root / "ModelNet10", ("train", "test"),
                  lambda s: ModelNet10(root, partition=s), ModelNet10.classes, _read_item, quick)
-    if (root / "ModelNet10_Ply").exists():  # optional: made by datasets.prepare
-        check_splits(report, "ModelNet10_Ply", root / "ModelNet10_Ply", ("test",),
-                     lambda s: ModelNet10Ply(root, partition=s), ModelNet10Ply.classes, _read_item, quick)
     if not (root / "ScanObjectNN").is_dir():
         report.status("ScanObjectNN", "missing", f"no folder {root / 'ScanObjectNN'}")
     for variant in VARIANTS if (root / "ScanObjectNN").is_dir() else ():

@@ -16,7 +16,6 @@ LAYOUTS = {
     "ModelNet40_Align": "ModelNet40_Align/<class>/{train,test}/*.off (manually aligned ModelNet40 meshes)",
     "ModelNet40_Ply": "ModelNet40_Ply/<label>_<anything>.ply (fixed ModelNet40 test points, vertex x y z)",
     "ModelNet10": "ModelNet10/<class>/{train,test}/*.off (ModelNet10 meshes)",
-    "ModelNet10_Ply": "ModelNet10_Ply/<label>_<anything>.ply (ModelNet10 test points exported by datasets.prepare)",
     "ScanObjectNN": "ScanObjectNN/main_split/{training,test}_objectdataset.h5 (OBJ_BG), "
                     "main_split_nobg/... (OBJ_ONLY), main_split/*_objectdataset_augmentedrot_scale75.h5 "
                     "(PB_T50_RS), h5 datasets data (M, 2048, 3) and label (M,)",

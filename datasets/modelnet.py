@@ -178,10 +178,3 @@ class ModelNet40Ply(ModelNetPly):
 
     name = folder = "ModelNet40_Ply"
     classes, prompts = MODELNET40_CLASSES, MODELNET40_PROMPTS
-
-
-class ModelNet10Ply(ModelNetPly):
-    """ModelNet10 test points exported by `python -m datasets.prepare export-ply --dataset ModelNet10`."""
-
-    name = folder = "ModelNet10_Ply"
-    classes, prompts = MODELNET10_CLASSES, MODELNET10_PROMPTS

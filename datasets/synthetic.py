@@ -277,7 +277,6 @@ def generate(out_dir: PathLike = "data/synthetic", seed: int = 0, image_size: in
     write_modelnet(out / "ModelNet40_Align", MODELNET40_CLASSES, seed, "ModelNet40")
     write_modelnet(out / "ModelNet10", MODELNET10_CLASSES, seed, "ModelNet10")
     export_ply(out, "ModelNet40_Align", num_points=1024, seed=seed, progress=False)
-    export_ply(out, "ModelNet10", num_points=1024, seed=seed, progress=False)
     write_scanobjectnn(out / "ScanObjectNN", seed)
     clouds = write_shapenet(out / "ShapeNet55", seed)
     write_renderings(out / "Rendering", clouds, seed, image_size)
