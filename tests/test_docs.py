@@ -19,9 +19,10 @@ def anchors(markdown: Path) -> set:
 
 
 def test_anchor_rule():
-    assert "differences-from-the-published-code" in anchors(REPO / "README.md")
+    assert {"links", "status", "install", "main-commands", "demo-and-tests", "documentation"} <= anchors(REPO / "README.md")
     assert {"rendering", "views", "zero-shot-scoring", "pre-training", "dual-path-adapter", "datasets",
-            "checkpoint-layouts"} <= anchors(REPO / "docs" / "method.md")
+            "checkpoint-layouts", "differences-from-the-published-code",
+            "choices-where-the-paper-is-silent"} <= anchors(REPO / "docs" / "method.md")
 
 
 def test_cited_method_sections_exist():
@@ -45,6 +46,24 @@ def test_relative_links_resolve():
             if not resolved.exists() or (anchor and resolved.suffix == ".md" and anchor not in anchors(resolved)):
                 broken.append(f"{path.relative_to(REPO)}: {target}")
     assert broken == []
+
+
+def test_readme_is_a_front_door():
+    """At most about 150 lines, in the order: what it is, links, status, install, commands, demo and
+    tests, the docs index; the links go to the paper, the official code and every dataset's source."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    headings = [line[3:] for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["Links", "Status", "Install", "Main commands", "Demo and tests", "Documentation"]
+    for needle in ("https://arxiv.org/abs/2210.01055", "https://github.com/tyhuang0428/CLIP2Point", "best_eval.pth",
+                   "best_test.pth", "ModelNet40_Align", "ModelNet40_Ply", "Rendering", "ShapeNet55", "ScanObjectNN",
+                   "python zeroshot.py --ckpt best_eval.pth", "not yet", "make test-fast", "open_clip:ARCH/TAG",
+                   "open_clip:ARCH/FILE", "clip.available_models()"):
+        assert needle in text, needle
+    index = text.split("## Documentation", 1)[1]
+    pages = {p.name for p in (REPO / "docs").glob("*.md")} | {"formats.md", "backbones.md", "reproducing.md"}
+    assert {f"docs/{name}" for name in pages} <= set(re.findall(r"\((docs/[a-z_0-9]+\.md)\)", index))
+    assert "make bench` runs all three" not in text and "utils.load_clip" not in text
 
 
 def test_nothing_cites_an_outside_specification():

@@ -1,5 +1,5 @@
-"""The README lists the remaining differences from the published code with their flags, and the
-data README warns about regenerated RGB renderings."""
+"""docs/method.md lists the remaining differences from the published code with their flags, and
+the data README warns about regenerated RGB renderings."""
 import re
 from pathlib import Path
 
@@ -8,12 +8,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def section(text: str, title: str) -> str:
     match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", text, flags=re.S | re.M)
-    assert match, f"README has no section '{title}'"
+    assert match, f"no section '{title}'"
     return match.group(1)
 
 
-def test_readme_lists_differences_with_their_flags():
-    body = section((ROOT / "README.md").read_text(), "Differences from the published code")
+def test_method_lists_differences_with_their_flags():
+    body = section((ROOT / "docs" / "method.md").read_text(), "Differences from the published code")
     rows = [line for line in body.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert rows[0].startswith("| difference | why | published behaviour |")
     assert all(line.count(" | ") >= 2 for line in rows[1:]) and len(rows) >= 4

@@ -1,13 +1,20 @@
-"""Faults a user can cause, each run through the real script in a subprocess on generated data:
-the exit code, one stderr line naming the file or flag, and run folders left as they were.
+"""Faults a user can cause, each run through the real script on generated data: the exit code,
+one stderr line naming the file or flag, and run folders left as they were.
 
-Permission-denied and full-disk cases run the script behind a small prelude that makes chosen
-paths unreadable (open/listdir/access) or checkpoint writes fail with ENOSPC: the tests run as
-root, which no file mode stops. Data are shared: the synthetic dataset, one tiny CLIP, one
-pre-training checkpoint and one one-epoch few-shot run; tests that break something break copies.
+Most cases run the script's `main` in this process exactly as its command line does (the parser,
+then `utils.cli.run`), with stdout and stderr captured (`run_main`); a real process is started
+only where it is the point: Ctrl-C, a second process on a locked run, a full disk under a
+finished run. Permission-denied and full-disk cases make chosen paths unreadable
+(open/listdir/access) or checkpoint writes fail with ENOSPC (`PRELUDE`): the tests run as root,
+which no file mode stops. Data are shared: the synthetic dataset, one tiny CLIP, one pre-training
+checkpoint and one one-epoch few-shot run; tests that break something break copies.
 """
+import contextlib
+import builtins
 import fcntl
 import hashlib
+import importlib
+import io
 import os
 import pickle
 import re
@@ -25,6 +32,7 @@ import torch
 from datasets import ShapeNet55
 from models import CLIP2Point
 from tests.data_fixtures import synthetic_root
+from utils.cli import run
 from utils.clip_loader import load_clip
 from utils.checkpoint import save_checkpoint
 
@@ -77,6 +85,52 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
+@contextlib.contextmanager
+def denied_paths(deny: str = None):
+    """PRELUDE's permission faults, in this process (and in DataLoader workers forked from it):
+    open, listdir, scandir and access of paths under `deny` fail as for an unreadable file."""
+    if not deny:
+        yield
+        return
+    fake = {}
+    exec(PRELUDE.split("builtins.open = io.open = fake_open")[0], fake)  # its functions, nothing patched yet
+    saved = builtins.open, io.open, os.listdir, os.scandir, os.access
+    fake["deny"] = deny
+    builtins.open = io.open = fake["fake_open"]
+    os.listdir, os.scandir = fake["guard"](saved[2]), fake["guard"](saved[3])
+    os.access = lambda path, mode, **kw: False if fake["denied"](path) else saved[4](path, mode, **kw)
+    try:
+        yield
+    finally:
+        builtins.open, io.open, os.listdir, os.scandir, os.access = saved
+
+
+def run_main(script: str, *args, workers: int = 0, env: dict = None, deny: str = None) -> subprocess.CompletedProcess:
+    """`python script args` run in this process: the script's parser, then `utils.cli.run` of its
+    `main` (with its `exit_code`, if any) -> the exit code and what it printed."""
+    module = importlib.import_module(script[:-3].replace("/", "."))
+    argv = command(script, *args, workers=workers)[2:]
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handler = signal.getsignal(signal.SIGINT)
+    with contextlib.ExitStack() as stack:
+        patch = stack.enter_context(pytest.MonkeyPatch.context())
+        for key, value in (env or {}).items():
+            patch.setenv(key, value)
+        stack.enter_context(contextlib.redirect_stdout(out))
+        stack.enter_context(contextlib.redirect_stderr(err))
+        stack.enter_context(denied_paths(deny))
+        try:
+            if script == "datasets/check.py":
+                code = module.main(argv)
+            else:
+                run(module.main, module.get_args_parser().parse_args(argv), exit_code=getattr(module, "exit_code", None))
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            signal.signal(signal.SIGINT, handler)  # a run stopped by an error leaves its Ctrl-C handler
+    return subprocess.CompletedProcess([script, *argv], code, out.getvalue(), err.getvalue())
+
+
 def command(script: str, *args, workers: int = 0, prelude: bool = False) -> list:
     argv = [str(a) for a in args]
     if script in ("pretraining.py", "zeroshot.py", "fewshot.py"):
@@ -90,20 +144,13 @@ def run_script(script: str, *args, workers: int = 0, env: dict = None, prelude: 
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def run_together(*runs: tuple) -> list:
-    """Several (script, *args) runs at once, most of each being the import of torch: their
-    CompletedProcess results, in order. A dict as last item holds run_script's keywords."""
-    procs = []
-    for run in runs:
-        options = run[-1] if isinstance(run[-1], dict) else {}
-        args = run[:-1] if options else run
-        env = {**os.environ, **options.pop("env", {})}
-        procs.append(subprocess.Popen(command(*args, **options), cwd=ROOT, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+def run_all(*runs: tuple) -> list:
+    """Several (script, *args) runs in this process (`run_main`), one after the other: their
+    CompletedProcess results, in order. A dict as last item holds run_main's keywords."""
     results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    for argv in runs:
+        options = dict(argv[-1]) if isinstance(argv[-1], dict) else {}
+        results.append(run_main(*(argv[:-1] if options else argv), **options))
     return results
 
 
@@ -193,7 +240,7 @@ def fewshot_run(tmp_path_factory, data, tiny_clip_path, pre_ckpt):
     """A finished one-epoch few-shot run (40 objects, batches of 13: the last would hold one
     object) -> (run folder, its stdout)."""
     out = tmp_path_factory.mktemp("exp")
-    result = run_script("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, out, "--epoch", 1))
+    result = run_main("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, out, "--epoch", 1))
     assert result.returncode == 0, result.stderr[-3000:]
     return out / "run", result.stdout
 
@@ -211,7 +258,7 @@ def test_one_object_last_batch_is_dropped_with_one_note(fewshot_run):
 def test_existing_run_is_refused_without_resume(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     run_dir = copy_run(fewshot_run[0], tmp_path)
     before = snapshot(run_dir)
-    results = run_together(("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, tmp_path, "--epoch", 1)),
+    results = run_all(("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, tmp_path, "--epoch", 1)),
                            ("pretraining.py", "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path,
                             "--output_dir", tmp_path, "--batch_size", 4))
     one_line(results[0], str(run_dir), "--resume", "--exp_name", "--overwrite")
@@ -259,7 +306,7 @@ def test_bad_resume_files_and_changed_flags(tmp_path, fewshot_run, data, tiny_cl
         runs.append(("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, out, "--epoch", 2, "--resume"),
                      *more))
     before = {fault: snapshot(folder) for fault, folder in folders.items()}
-    for (fault, (_, words)), result in zip(faults.items(), run_together(*runs)):
+    for (fault, (_, words)), result in zip(faults.items(), run_all(*runs)):
         one_line(result, folders[fault] / "last.pth", *words)
         assert snapshot(folders[fault]) == before[fault], fault
     assert not (tmp_path / "pwned").exists()
@@ -317,7 +364,7 @@ def test_bad_flags(tmp_path, data, tiny_clip_path, pre_ckpt):
         (("fewshot.py", *train, "--ckpt", pre_ckpt, "--batch_size", 1), ["--batch_size 1"]),
         (("fewshot.py", *train, "--ckpt", pre_ckpt, "--num_points", -5), ["--num_points"]),
     ]
-    for (_, words), result in zip(cases, run_together(*[argv for argv, _ in cases])):
+    for (_, words), result in zip(cases, run_all(*[argv for argv, _ in cases])):
         one_line(result, *words)
     assert os.listdir(tmp_path) == []  # nothing was created
 
@@ -330,11 +377,11 @@ def test_unwritable_outputs_are_found_at_start(tmp_path, data, tiny_clip_path, p
     cloud = tmp_path / "cloud.npy"
     np.save(cloud, np.random.default_rng(0).random((300, 3)))
     classify = ("classify.py", cloud, "--classes", "chair,table", "--clip", tiny_clip_path, "--device", "cpu")
-    results = run_together(
+    results = run_all(
         ("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path, "--save_predictions", a_file / "preds.csv"),
         ("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, a_file, "--epoch", 1)),
         ("fewshot.py", *fewshot_args(data, tiny_clip_path, pre_ckpt, locked / "out", "--epoch", 1),
-         {"prelude": True, "env": {"FAULT_DENY": str(locked)}}),
+         {"deny": str(locked)}),
         (*classify, "--json", a_file / "out.json"),
         (*classify, "--save_views", a_file / "views"))
     one_line(results[0], "--save_predictions", a_file)
@@ -348,7 +395,7 @@ def test_unwritable_outputs_are_found_at_start(tmp_path, data, tiny_clip_path, p
 
 def test_zeroshot_prints_accuracy_before_writing(tmp_path, data, tiny_clip_path):
     out = tmp_path / "preds.csv"
-    result = run_script("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path, "--save_predictions", out)
+    result = run_main("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path, "--save_predictions", out)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[-1] == f"wrote {out}" and lines[-2].startswith("accuracy: ")
@@ -374,7 +421,7 @@ def test_cut_ply_and_off_files(tmp_path, data, tiny_clip_path):
     text = off.read_text()
     off.write_text(text[: text.rstrip().rfind(" ") + 2])
     zs = ("zeroshot.py", "--data_root", root, "--clip", tiny_clip_path)
-    results = run_together((*zs, {"workers": 1}), (*zs, "--dataset", "ModelNet10", {"workers": 0}))
+    results = run_all((*zs, {"workers": 1}), (*zs, "--dataset", "ModelNet10", {"workers": 0}))
     for result, victim in zip(results, (ply, off)):
         one_line(result, victim, "mid-line")
 
@@ -389,7 +436,7 @@ def test_zero_byte_npy_in_a_worker_and_missing_view_at_open(tmp_path, data, tiny
     folder = root_views / "Rendering" / ShapeNet55(data, "train").object_ids[3].replace("-", "_", 1)
     (folder / "7.png").unlink()
     common = ("--exp_name", "x", "--clip", tiny_clip_path, "--batch_size", 4, "--epoch", 1)
-    results = run_together(("pretraining.py", "--data_root", root, "--output_dir", empty / "out", *common,
+    results = run_all(("pretraining.py", "--data_root", root, "--output_dir", empty / "out", *common,
                             {"workers": 1}),
                            ("pretraining.py", "--data_root", root_views, "--output_dir", no_view / "out", *common))
     one_line(results[0], ".npy", "empty")
@@ -401,8 +448,8 @@ def test_zero_byte_npy_in_a_worker_and_missing_view_at_open(tmp_path, data, tiny
 def test_unreadable_data_folder_and_file(data, tiny_clip_path):
     folder, victim = data / "ModelNet40_Ply", sorted((data / "ModelNet40_Ply").iterdir())[2]
     zs = ("zeroshot.py", "--data_root", data, "--clip", tiny_clip_path)
-    results = run_together((*zs, {"prelude": True, "env": {"FAULT_DENY": str(folder)}}),
-                           (*zs, {"workers": 1, "prelude": True, "env": {"FAULT_DENY": str(victim)}}))
+    results = run_all((*zs, {"deny": str(folder)}),
+                           (*zs, {"workers": 1, "deny": str(victim)}))
     one_line(results[0], folder, "Permission denied")
     one_line(results[1], victim, "Permission denied")  # raised in a DataLoader worker
 
@@ -415,9 +462,9 @@ def test_bad_ckpt_and_clip_files(tmp_path, data, tiny_clip_path, pre_ckpt, fewsh
     cases = [
         ((*zs, "--clip", tiny_clip_path, "--ckpt", tmp_path), [tmp_path, "folder"]),
         ((*zs, "--clip", tiny_clip_path, "--ckpt", fewshot_run[0] / "last.pth"), ["last.pth", "resume file", "--resume"]),
-        ((*zs, "--clip", tiny_clip_path, "--ckpt", pre_ckpt, {"prelude": True, "env": {"FAULT_DENY": str(pre_ckpt)}}),
+        ((*zs, "--clip", tiny_clip_path, "--ckpt", pre_ckpt, {"deny": str(pre_ckpt)}),
          [pre_ckpt, "Permission denied"]),
-        ((*zs, "--clip", tiny_clip_path, {"prelude": True, "env": {"FAULT_DENY": tiny_clip_path}}),
+        ((*zs, "--clip", tiny_clip_path, {"deny": tiny_clip_path}),
          [tiny_clip_path, "Permission denied"]),
         ((*zs, "--clip", tmp_path), [tmp_path, "--clip", "folder"]),
         # a corrupt cached CLIP is said to be corrupt, not missing (clip tries to download it again,
@@ -425,7 +472,7 @@ def test_bad_ckpt_and_clip_files(tmp_path, data, tiny_clip_path, pre_ckpt, fewsh
         ((*zs, "--clip", "ViT-B/32", {"env": {"HOME": str(tmp_path / "home"), "https_proxy": "http://127.0.0.1:9"}}),
          [cache / "ViT-B-32.pt", "corrupt"]),
     ]
-    for (_, words), result in zip(cases, run_together(*[argv for argv, _ in cases])):
+    for (_, words), result in zip(cases, run_all(*[argv for argv, _ in cases])):
         one_line(result, *words)
 
 
@@ -436,9 +483,7 @@ def test_check_lists_the_faults_instead_of_crashing(tmp_path, data):
     (root / "ModelNet40_Ply").symlink_to(data / "ModelNet40_Ply")
     empty = sorted((root / "ShapeNet55" / "shapenet_pc").iterdir())[0]
     empty.write_bytes(b"")
-    result = subprocess.run([sys.executable, "-c", PRELUDE, "datasets/check.py", "--data_root", str(root)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "FAULT_DENY": str(root / "ModelNet40_Ply")})
+    result = run_main("datasets/check.py", "--data_root", root, deny=str(root / "ModelNet40_Ply"))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"{empty}: empty or truncated .npy" in result.stdout
     assert f"{root / 'ModelNet40_Ply'}" in result.stdout and "Permission denied" in result.stdout
@@ -450,7 +495,7 @@ def test_preview_refuses_nan_and_empty_clouds(tmp_path):
     np.save(tmp_path / "nan.npy", cloud)
     (tmp_path / "empty.npy").write_bytes(b"")
     cases = (("nan.npy", "NaN"), ("empty.npy", "empty.npy"))
-    results = run_together(*[("preview.py", tmp_path / name, "--out", tmp_path / "g.png") for name, _ in cases])
+    results = run_all(*[("preview.py", tmp_path / name, "--out", tmp_path / "g.png") for name, _ in cases])
     for (name, word), result in zip(cases, results):
         one_line(result, tmp_path / name, word)
     assert not (tmp_path / "g.png").exists()
