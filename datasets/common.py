@@ -56,9 +56,14 @@ def normalize(points: np.ndarray, source: PathLike = "<array>") -> np.ndarray:
         raise DataError(f"{source}: empty point cloud (0 points)")
     if not np.isfinite(points).all():
         raise DataError(f"{source}: point cloud contains NaN or infinite coordinates")
+    # Scaling by a power of two is exact in floating point, so dividing by 2**e first gives the
+    # same bits as the plain formula for ordinary clouds, and no overflow (or underflow) for
+    # coordinates near 1e300 (or 1e-300): a cloud scaled by any factor normalises the same.
+    exponent = np.frexp(np.abs(points).max())[1]
+    points = np.ldexp(points, -exponent)
     points = points - points.mean(axis=0)
     scale = np.sqrt((points ** 2).sum(axis=1)).max()
-    if scale <= 1e-12:
+    if scale <= 1e-12:  # relative to the largest coordinate: the points coincide up to rounding
         raise DataError(f"{source}: point cloud has zero size (all {len(points)} points coincide)")
     return (points / scale).astype(np.float32)
 

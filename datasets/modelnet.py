@@ -90,7 +90,10 @@ def _check_ascii_ending(f, path: PathLike) -> None:
 
 
 def read_ply_points(path: PathLike) -> np.ndarray:
-    """Vertex x, y, z of a .ply file (ASCII or binary, extra properties ignored) -> (N, 3) float64."""
+    """Vertex x, y, z of a .ply file (ASCII or binary, extra properties ignored) -> (N, 3) float64.
+
+    The ModelNet40_Ply path the parity checks cover, kept as it is; users' files of any kind go
+    through datasets.readers (plyfile)."""
     try:
         with open(path, "rb") as f:
             loaded = load_ply(f)

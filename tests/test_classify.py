@@ -119,14 +119,15 @@ def test_large_clouds_reduced_by_fps_small_kept(tmp_path, cloud):
 @pytest.mark.parametrize("name, content, message", [
     ("two.npy", None, "expected an (N, 3)"),
     ("short.xyz", "1 2\n3 4\n", "fewer than 3 numbers"),
-    ("words.txt", "a b c\n", "not a table of numbers"),
-    ("trunc.pcd", "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nPOINTS 5\nDATA binary\nabc", "truncated"),
-    ("comp.pcd", "FIELDS x y z\nPOINTS 1\nDATA binary_compressed\n", "binary_compressed"),
-    ("noxyz.pcd", "FIELDS a b c\nPOINTS 1\nDATA ascii\n1 2 3\n", "lack x, y or z"),
+    ("words.txt", "1 2 3\na b c\n", "line 2: not a table of numbers"),
+    ("trunc.pcd", "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH 5\nPOINTS 5\nDATA binary\nabc", "truncated"),
+    ("comp.pcd", "FIELDS x y z\nPOINTS 1\nDATA binary_compressed\n", "no SIZE or TYPE or WIDTH line"),
+    ("noxyz.pcd", "FIELDS a b c\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2 3\n", "fields a b c: no x, y, z"),
     ("bad.stl", "garbage", "no vertices"),
     ("empty.ply", "ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
                   "property float z\nend_header\n", "empty point cloud"),
-    ("cloud.las", "x", "unsupported file type"),
+    ("cloud.las", "x", "malformed las file"),
+    ("cloud.dxf", "x", "unsupported file type"),
 ])
 def test_bad_files_raise_data_error_naming_the_file(tmp_path, name, content, message):
     path = tmp_path / name
