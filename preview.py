@@ -1,76 +1,104 @@
-"""Render a point cloud or mesh file into a PNG grid of depth maps.
+"""Render a point cloud or mesh file into a PNG grid of the depth maps the model sees.
 
-    python preview.py INPUT --views 10 --out grid.png
-    python preview.py INPUT --projection realistic --rot --out grid.png   # PointCLIP V2's projection
+    python preview.py INPUT --out grid.png                       # what classify.py INPUT renders
+    python preview.py INPUT --up y --views 10 --out grid.png     # a y-up (ShapeNet) file, 10 views
+    python preview.py INPUT --projection realistic --out v2.png  # PointCLIP V2's projection
 
-INPUT is .npy (N x 3+), .xyz (text, x y z per line), .ply (vertices) or .off (mesh, sampled
-with the datasets' stratified sampler). The cloud is centred and scaled to the unit sphere,
-as the datasets do.
+INPUT is any file classify.py reads (docs/formats.md), read by the same reader: meshes sampled
+with `--num_points` points (seeded by `--seed`), larger clouds reduced to `--num_points` by
+farthest point sampling, then centred and scaled to the unit sphere; `--up` and `--views` have
+classify.py's defaults, so the grid shows what classify.py classifies.
 """
 import argparse
+import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from datasets.common import normalize
-from datasets.mesh import read_off, sample_surface
-from datasets.modelnet import read_ply_points
-from render import build_projection
+from datasets.readers import MAX_POINTS, SUFFIXES, load_cloud
+from render import build_projection, projection_views
 from render.pictures import depth_grid
 from utils.cli import ArgumentParser, run
-from utils.errors import DataError, UsageError
+from utils.errors import UsageError
 
-SUFFIXES = (".npy", ".xyz", ".ply", ".off")
+MAX_IMAGE_SIZE = 4096  # pixels per side of one depth map
+# classify.py's --up -> the renderer's rot (models.classifier.UP_AXES; not imported, as the model
+# stack would triple the start-up time; a test keeps the two equal)
+UP_AXES = {"z": True, "y": False}
 
 
-def load_points(path: Path, num_points: int = 2048, seed: int = 0) -> np.ndarray:
-    """Read a point cloud or mesh file -> float32 (N, 3), centred, farthest point at norm 1."""
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file (expected a point cloud or mesh: {', '.join(SUFFIXES)})")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise UsageError(f"{path}: unsupported file type {suffix!r}; expected {', '.join(SUFFIXES)}")
+def image_format(path: str) -> str:
+    """The PIL format that writes `path` (from its extension), or a UsageError naming --out."""
+    extensions = Image.registered_extensions()
+    suffix = Path(path).suffix.lower()
+    if extensions.get(suffix) not in Image.SAVE:
+        raise UsageError(f"--out {path}: unknown picture extension {suffix or '(none)'!r}; expected .png "
+                         f"(or .jpg, .bmp, .tif, .webp)")
+    return extensions[suffix]
+
+
+def check_args(args: argparse.Namespace) -> str:
+    """Every flag checked before any file is read or rendered; returns the output's format."""
     try:
-        if suffix == ".npy":
-            points = np.load(path)
-        elif suffix == ".xyz":
-            points = np.loadtxt(path, ndmin=2)
-        elif suffix == ".ply":
-            points = read_ply_points(path)
-        else:
-            points, _ = sample_surface(*read_off(path), num_points, np.random.default_rng(seed), path)
-    except (OSError, ValueError, EOFError) as err:  # numpy's readers; the datasets' raise DataError (a ValueError)
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{path}: cannot read {suffix} file ({str(err).splitlines()[0]})") from None
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise DataError(f"{path}: expected a (N, 3) point array, got shape {points.shape}")
-    return normalize(points[:, :3], path)
+        projection_views(args.projection, args.views)
+    except ValueError as e:
+        raise UsageError(f"--projection {args.projection} --views {args.views}: {e}") from None
+    if not 1 <= args.image_size <= MAX_IMAGE_SIZE:
+        raise UsageError(f"--image_size must be between 1 and {MAX_IMAGE_SIZE} pixels, got {args.image_size}")
+    if not 1 <= args.num_points <= MAX_POINTS:
+        raise UsageError(f"--num_points must be between 1 and {MAX_POINTS}, got {args.num_points}")
+    if os.path.isdir(args.out):
+        raise UsageError(f"--out {args.out} is a folder; expected a picture file name such as grid.png")
+    fmt = image_format(args.out)
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--out {args.out}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(args.out) and not os.access(args.out, os.W_OK)):
+        raise UsageError(f"--out {args.out}: cannot write there (permission denied)")
+    return fmt
+
+
+def save_picture(picture, path: str, fmt: str) -> None:
+    """Write the picture through a temporary file in the same folder, renamed over `path` when
+    complete (a failed write leaves any old file as it was)."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(picture).save(tmp, format=fmt)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot write the picture ({e.strerror or e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def main(args: argparse.Namespace) -> None:
-    try:  # the realistic projection has fixed views of 224 px (--image_size and --backend do not apply)
-        projection = build_projection(args.projection, args.views, args.backend, args.image_size)
-    except ValueError as e:
-        raise UsageError(f"--projection {args.projection} --views {args.views} --image_size {args.image_size}: "
-                         f"{e}") from None
-    points = torch.from_numpy(load_points(Path(args.input), args.num_points))[None]
-    images = projection(points.float(), args.rot)
-    Image.fromarray(depth_grid(images[0], clip_normalised=args.projection == "depth")).save(args.out)
-    print(f"wrote {args.out} ({args.views} {args.projection} views of {points.shape[1]} points)")
+    fmt = check_args(args)
+    # the realistic projection has fixed views of 224 px (--image_size and --backend do not apply)
+    projection = build_projection(args.projection, args.views, args.backend, args.image_size)
+    points = torch.from_numpy(load_cloud(args.input, args.num_points, seed=args.seed))[None]
+    images = projection(points, UP_AXES[args.up])
+    save_picture(depth_grid(images[0], clip_normalised=args.projection == "depth"), args.out, fmt)
+    print(f"wrote {args.out} ({images.shape[1]} {args.projection} views of {points.shape[1]} points, {args.up}-up)")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description="Render a point cloud into a PNG grid of depth maps.")
-    parser.add_argument("input", help="point cloud or mesh: .npy, .xyz, .ply or .off")
-    parser.add_argument("--views", type=int, default=10, choices=[6, 10], help="view set: 6 or 10 (default 10)")
-    parser.add_argument("--out", default="grid.png", help="output PNG (default grid.png)")
+    parser = ArgumentParser(description="Render a point cloud or mesh into a PNG grid of the depth maps the "
+                                        "model sees (classify.py's reading, sampling, --up and views).")
+    parser.add_argument("input", help=f"point cloud or mesh: {' '.join(SUFFIXES)}")
+    parser.add_argument("--views", type=int, default=None, choices=[6, 10],
+                        help="view set: 6 or 10 (default 6, as classify.py; 10 with --projection realistic)")
+    parser.add_argument("--up", default="z", choices=list(UP_AXES),
+                        help="gravity axis of the input: z (ModelNet, most scanners and CAD; default) or y "
+                             "(ShapeNet), as classify.py's --up")
+    # the older spelling of --up z (now the default)
+    parser.add_argument("--rot", dest="up", action="store_const", const="z", help=argparse.SUPPRESS)
+    parser.add_argument("--out", default="grid.png", help="output picture, .png (default grid.png)")
     parser.add_argument("--image_size", type=int, default=224, help="depth map size in pixels (default 224)")
-    parser.add_argument("--num_points", type=int, default=2048, help="points sampled from a mesh (default 2048)")
-    parser.add_argument("--rot", action="store_true", help="apply the downstream rotation (ModelNet)")
+    parser.add_argument("--num_points", type=int, default=1024,
+                        help="points per object, as classify.py's --num_points (default 1024)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mesh surface sampling (default 0)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"], help="renderer backend")
     parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
                         help="depth = CLIP2Point's depth maps (default); realistic = PointCLIP V2's projection "

@@ -72,6 +72,9 @@ def read_off(path: PathLike, require_final_newline: bool = True) -> Tuple[np.nda
         # a cut inside the last face line would otherwise read as a shorter, wrong face
         raise DataError(f"{path}: ends mid-line (truncated file?): expected every vertex and face line to "
                         f"end with a line break")
+    last = text.rstrip().rsplit("\n", 1)[-1].split("#", 1)[0].split()
+    if last and last[0].isdigit() and len(last) < int(last[0]) + 1:
+        raise DataError(f"{path}: ends inside its last face ({' '.join(last)}: {int(last[0])} corners declared)")
     text = _GLUED_HEADER.sub(r"\1\n", text, count=1)
     try:
         parsed = _parse_triangle_off(text)

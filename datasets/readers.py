@@ -325,7 +325,7 @@ def read_las(path: PathLike) -> np.ndarray:
     header declaring more points than the file holds costs no memory."""
     import laspy
 
-    chunks, read = [], 0
+    chunks, read, count = [], 0, None
     try:
         with _quiet(), laspy.open(str(path)) as f:
             count = int(f.header.point_count)
@@ -346,6 +346,9 @@ def read_las(path: PathLike) -> np.ndarray:
     except OSError as e:
         raise DataError(f"{path}: cannot read las file ({e.strerror or e})") from None
     except Exception as e:  # laspy raises LaspyException, ValueError, ... on malformed files
+        if count is not None:  # the header was read: the points are not all there
+            raise DataError(f"{path}: the header declares {count} points but reading stopped after {read} "
+                            f"({_reason(e)})") from None
         raise DataError(f"{path}: malformed las file ({_reason(e)})") from None
     if read != count:
         raise DataError(f"{path}: the header declares {count} points but the file holds {read}")
@@ -389,7 +392,7 @@ def read_trimesh(path: PathLike) -> Mesh:
 # numpy
 
 
-def _npy_header(f, path: PathLike, where: str) -> Tuple[tuple, np.dtype, int]:
+def _npy_header(f, path: PathLike, what: str) -> Tuple[tuple, np.dtype, int]:
     """(shape, dtype, header length) of the .npy stream `f`, read without loading the array."""
     try:
         start = f.tell()
@@ -402,7 +405,7 @@ def _npy_header(f, path: PathLike, where: str) -> Tuple[tuple, np.dtype, int]:
             shape, _, dtype = np.lib.format._read_array_header(f, version)
         return shape, dtype, f.tell() - start
     except Exception as e:  # ValueError on a bad magic or header, EOFError, zlib errors
-        raise DataError(f"{path}: {where}is not a valid .npy array ({_reason(e)})") from None
+        raise DataError(f"{path}: {what} ({_reason(e)})") from None
 
 
 def _check_npy(shape: tuple, dtype: np.dtype, stored: int, path: PathLike, where: str) -> None:
@@ -449,7 +452,7 @@ def _read_npz(path: PathLike) -> np.ndarray:
                             f"refused (point coordinates never compress {MAX_INFLATION} times)")
         try:
             with archive.open(info) as f:
-                shape, dtype, header = _npy_header(f, path, where)
+                shape, dtype, header = _npy_header(f, path, f"{where}is a corrupt archive member")
                 _check_npy(shape, dtype, info.file_size - header, path, where)
                 f.seek(0)
                 array = np.lib.format.read_array(f, allow_pickle=False)
@@ -470,7 +473,7 @@ def read_npy(path: PathLike) -> np.ndarray:
         with open(path, "rb") as f:
             if os.fstat(f.fileno()).st_size == 0:
                 raise DataError(f"{path}: empty or truncated .npy file (0 bytes)")
-            shape, dtype, header = _npy_header(f, path, "")
+            shape, dtype, header = _npy_header(f, path, "not a valid .npy file")
             _check_npy(shape, dtype, os.fstat(f.fileno()).st_size - header, path, "")
         array = np.load(path, allow_pickle=False, mmap_mode="r")
     except DataError:
