@@ -1,4 +1,5 @@
-"""preview.py: a point cloud or mesh file to a PNG grid of depth maps; bad files end as one line."""
+"""preview.py: the depth maps classify.py would render for a file, as a PNG grid; bad flags and
+files end as one line with exit code 2, before anything is read or rendered."""
 import math
 import subprocess
 import sys
@@ -6,57 +7,106 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import trimesh
+from PIL import Image
 
-from preview import load_points
-from utils.errors import UsageError
+import preview
+from datasets.readers import load_cloud
+from render import Renderer, Selector
+from render.pictures import depth_grid
+from utils.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_preview_writes_a_grid(tmp_path):
-    from PIL import Image
-    cloud = tmp_path / "cloud.npy"
-    t = np.linspace(0, 2 * math.pi, 2000, dtype=np.float32)
-    np.save(cloud, np.stack([np.cos(t), np.sin(t), np.sin(3 * t) * 0.3], axis=1))
+def spiral(path, n=3000):
+    t = np.linspace(0, 2 * math.pi, n)
+    np.save(path, np.stack([np.cos(t), np.sin(t), np.sin(3 * t) * 0.3], axis=1))
+    return path
+
+
+def preview_main(capsys, *argv):
+    """preview.py in-process: (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        run(preview.main, preview.get_args_parser().parse_args([str(a) for a in argv]))
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_preview_shows_what_classify_renders(tmp_path, capsys):
+    """A mesh sampled with classify.py's sampler and seed, its 6 views, z-up: the grid equals the
+    depth maps of load_cloud's cloud rendered with rot=True."""
+    mesh = tmp_path / "box.glb"
+    trimesh.creation.box(extents=(2, 1, 0.5)).export(mesh)
     out = tmp_path / "grid.png"
-    subprocess.run([sys.executable, "preview.py", str(cloud), "--views", "6", "--image_size", "64",
-                    "--out", str(out)], check=True, capture_output=True, cwd=REPO)
-    img = np.asarray(Image.open(out).convert("RGB"))
-    assert img.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)  # 2 rows x 3 columns, 2 px gaps
-    tile = img[2:66, 2:66, 0]
-    assert tile.max() == 255 and tile.min() < 100  # white background, dark points
+    code, stdout, _ = preview_main(capsys, mesh, "--image_size", 64, "--out", out, "--seed", 3)
+    assert code == 0 and "6 depth views of 1024 points, z-up" in stdout
+    points = torch.from_numpy(load_cloud(mesh, 1024, seed=3))[None]
+    azim, elev, dist = Selector(6)(points)
+    expected = depth_grid(Renderer(image_size=64)(points, azim, elev, dist, 6, rot=True)[0])
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape == (2 * 64 + 3 * 2, 3 * 64 + 4 * 2, 3)  # 2 rows x 3 columns, 2 px gaps
+    np.testing.assert_array_equal(picture, expected)
+    # --up y does not turn the cloud: another picture
+    code, _, _ = preview_main(capsys, mesh, "--image_size", 64, "--out", out, "--seed", 3, "--up", "y")
+    assert code == 0 and not np.array_equal(np.asarray(Image.open(out).convert("RGB")), expected)
 
 
-def test_preview_reads_meshes_and_rejects_unknown_files(tmp_path):
-    off = tmp_path / "box.off"
-    # unit cube, 8 vertices, 12 triangles, written with ModelNet's glued header
-    v = [(x, y, z) for x in (0, 1) for y in (0, 1) for z in (0, 1)]
-    f = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1),
-         (2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 5, 7), (1, 7, 3)]
-    off.write_text("OFF8 12 0\n" + "".join(f"{a} {b} {c}\n" for a, b, c in v)
-                   + "".join(f"3 {a} {b} {c}\n" for a, b, c in f))
-    points = load_points(off, num_points=500)
-    assert points.shape == (500, 3)
-    assert np.abs(np.linalg.norm(points, axis=1).max() - 1) < 1e-6
-    # every sample lies on the cube's surface: some coordinate sits at that axis' extreme
-    lo, hi = points.min(axis=0), points.max(axis=0)
-    assert ((np.abs(points - lo) < 1e-5) | (np.abs(points - hi) < 1e-5)).any(axis=1).all()
-    xyz = tmp_path / "cloud.xyz"
-    xyz.write_text("0 0 0\n1 0 0\n0 2 0\n")
-    assert load_points(xyz).shape == (3, 3)
-    (tmp_path / "mesh.obj").write_text("v 0 0 0\n")
-    with pytest.raises(UsageError, match="mesh.obj: unsupported file type '.obj'"):
-        load_points(tmp_path / "mesh.obj")
-    with pytest.raises(UsageError, match="missing.ply: no such file"):
-        load_points(tmp_path / "missing.ply")
+def test_preview_large_cloud_is_reduced_like_classify(tmp_path, capsys):
+    cloud = spiral(tmp_path / "cloud.npy")
+    code, stdout, _ = preview_main(capsys, cloud, "--views", 10, "--num_points", 500, "--image_size", 32,
+                                   "--out", tmp_path / "g.png")
+    assert code == 0 and "10 depth views of 500 points" in stdout
+    assert Image.open(tmp_path / "g.png").size == (5 * 32 + 6 * 2, 2 * 32 + 3 * 2)
 
 
-def test_preview_bad_file_is_one_line_and_exit_2(tmp_path):
-    bad = tmp_path / "bad.xyz"
-    bad.write_text("0 0 zero\n")
-    for path, expected in ((bad, "bad.xyz: cannot read .xyz file"), (tmp_path / "missing.npy", "no such file")):
-        proc = subprocess.run([sys.executable, "preview.py", str(path), "--out", str(tmp_path / "g.png")],
-                              capture_output=True, text=True, cwd=REPO)
-        assert proc.returncode == 2
-        assert len(proc.stderr.strip().splitlines()) == 1 and expected in proc.stderr
-        assert not (tmp_path / "g.png").exists()
+def test_up_axes_match_classify():
+    from models.classifier import UP_AXES
+    assert preview.UP_AXES == UP_AXES
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--image_size", "0"], "--image_size must be between 1 and 4096 pixels, got 0"),
+    (["--image_size", "-5"], "--image_size must be between 1 and 4096 pixels, got -5"),
+    (["--num_points", "0"], "--num_points must be between 1"),
+    (["--out", "{tmp}"], "is a folder"),
+    (["--out", "{tmp}/grid.xyz"], "unknown picture extension '.xyz'"),
+    (["--out", "{tmp}/grid"], "unknown picture extension '(none)'"),
+    (["--out", "{tmp}/missing/grid.png"], "does not exist"),
+    (["--projection", "realistic", "--views", "6"], "--views 6: --projection realistic has 10 views"),
+])
+def test_bad_flags_refused_before_reading(tmp_path, capsys, monkeypatch, flags, message):
+    def never(*args, **kwargs):
+        raise AssertionError("the file was read")
+    monkeypatch.setattr(preview, "load_cloud", never)
+    cloud = spiral(tmp_path / "cloud.npy")
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    code, _, err = preview_main(capsys, cloud, *flags)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cloud.npy"]
+
+
+def test_bad_files_are_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "rgba.pcd").write_text("VERSION 0.7\nFIELDS rgba\nSIZE 4\nTYPE U\nCOUNT 1\nWIDTH 1\nHEIGHT 1\n"
+                                       "POINTS 1\nDATA ascii\n7\n")
+    (tmp_path / "bad.xyz").write_text("0 0 0\n0 0 zero\n")
+    (tmp_path / "cloud.dxf").write_text("0\n")
+    for name, expected in (("rgba.pcd", "fields rgba: no x, y, z"), ("bad.xyz", "line 2: not a table of numbers"),
+                           ("missing.npy", "missing.npy: no such file"), ("cloud.dxf", "unsupported file type")):
+        code, _, err = preview_main(capsys, tmp_path / name, "--out", tmp_path / "g.png")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+        assert str(tmp_path / name) in err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_preview_process_prints_no_traceback(tmp_path):
+    (tmp_path / "other.ply").write_bytes(b"\x00\x01binary point set of another program")
+    proc = subprocess.run([sys.executable, "preview.py", str(tmp_path / "other.ply"), "--out", str(tmp_path / "g.png")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'other.ply'}: not a ply file or malformed header "
+        f"(PlyHeaderParseError: line 1: expected 'ply')"], proc.stderr
