@@ -395,3 +395,20 @@ def test_find_cloud_files_knows_every_suffix(tmp_path):
         (tmp_path / name).write_text("")
     files, problems = find_cloud_files([tmp_path])
     assert [p.name for p in files] == ["a.las", "b.laz", "c.glb", "d.gltf", "e.csv", "g.PCD"] and not problems
+
+
+def test_libraries_print_nothing(tmp_path, capfd):
+    """Broken files of every library's format: the DataError is all the user sees."""
+    files = {"a.obj": b"v 0 0 0\nv 1 0 0\nf 1 2 9\nvt x\n", "b.stl": b"solid x\nfacet normal 0 0 0\nendsolid",
+             "c.glb": b"glTF\x02\x00\x00\x00garbage", "d.gltf": b'{"asset": {"version": "2.0"}, "meshes": [{}]}',
+             "e.las": b"LASF" + bytes(300), "f.pcd": b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nPOINTS 1\n"
+             b"DATA binary_compressed\n" + bytes(12), "g.ply": b"ply\nformat ascii 1.0\nelement vertex 2\n"
+             b"property float x\nproperty float y\nproperty float z\nelement face 1\n"
+             b"property list uchar int vertex_indices\nend_header\n0 0 0\n1 1 1\n3 0 1 7\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        try:
+            read_any(tmp_path / name)
+        except DataError as e:
+            assert str(tmp_path / name) in str(e) and "\n" not in str(e)
+        assert capfd.readouterr() == ("", ""), name
