@@ -253,8 +253,7 @@ def read_pcd(path: PathLike) -> np.ndarray:
     """Points x y z of a PCL .pcd file (DATA ascii, binary or binary_compressed; fields in any
     case and order). Points with a NaN coordinate (PCL's marker of invalid points in organised
     clouds) are dropped."""
-    from pypcd4 import PointCloud
-    from pypcd4.pypcd4 import Encoding
+    from pypcd4.pypcd4 import Encoding, _parse_pc_data
 
     try:
         with open(path, "rb") as f:
@@ -268,7 +267,8 @@ def read_pcd(path: PathLike) -> np.ndarray:
             except KeyError:
                 raise DataError(f"{path}: unsupported pcd TYPE/SIZE {' '.join(meta.type)} / "
                                 f"{' '.join(map(str, meta.size))}") from None
-            body = os.fstat(f.fileno()).st_size - f.tell()
+            start = f.tell()
+            body = os.fstat(f.fileno()).st_size - start
             need = meta.points * itemsize
             if meta.data == Encoding.ASCII:
                 need = max(0, meta.points * 2 * sum(meta.count) - 1)  # a character and a separator per value
@@ -283,18 +283,22 @@ def read_pcd(path: PathLike) -> np.ndarray:
             if need > body:
                 raise DataError(f"{path}: truncated: the header declares {meta.points} points, which take at least "
                                 f"{need} bytes, but {body} bytes follow it")
-        with _quiet():
-            cloud = PointCloud.from_path(path)
+            f.seek(start)
+            with _quiet():
+                if meta.data == Encoding.ASCII:  # numpy directly: any run of spaces or tabs between values
+                    text = io.TextIOWrapper(f, "ascii", errors="replace")
+                    data = np.loadtxt(text, dtype=meta.build_dtype(), ndmin=1, comments=None)
+                else:  # pypcd4's reader of the data block, given the header checked above
+                    data = _parse_pc_data(f, meta)
     except DataError:
         raise
     except OSError as e:
         raise DataError(f"{path}: cannot read pcd file ({e.strerror or e})") from None
     except Exception as e:  # pypcd4 and numpy raise ValueError, RuntimeError, ... on malformed data
         raise DataError(f"{path}: malformed pcd data ({_reason(e)})") from None
-    if len(cloud.pc_data) != meta.points:
-        raise DataError(f"{path}: the pcd header declares {meta.points} points but the file holds "
-                        f"{len(cloud.pc_data)}")
-    points = np.stack([np.asarray(cloud.pc_data[name], dtype=np.float64) for name in names], axis=1)
+    if len(data) != meta.points:
+        raise DataError(f"{path}: the pcd header declares {meta.points} points but the file holds {len(data)}")
+    points = np.stack([np.asarray(data[name], dtype=np.float64) for name in names], axis=1)
     points = points[~np.isnan(points).any(axis=1)]
     if len(points) == 0:
         raise DataError(f"{path}: empty point cloud (no valid points)")

@@ -412,3 +412,14 @@ def test_libraries_print_nothing(tmp_path, capfd):
         except DataError as e:
             assert str(tmp_path / name) in str(e) and "\n" not in str(e)
         assert capfd.readouterr() == ("", ""), name
+
+
+def test_pcd_header_without_count_or_version(tmp_path):
+    """COUNT, VERSION, HEIGHT and VIEWPOINT are optional in PCL's format."""
+    path = tmp_path / "short.pcd"
+    path.write_bytes(b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 3\nPOINTS 3\nDATA binary\n"
+                     + POINTS[:3].astype("<f4").tobytes())
+    np.testing.assert_array_equal(read_any(path)[0], POINTS[:3])
+    one = tmp_path / "one.pcd"
+    one.write_text("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nPOINTS 2\nDATA ascii\n1  2 3 \n4\t5 nan\n")
+    np.testing.assert_array_equal(read_any(one)[0], [[1, 2, 3]])  # any spacing; the NaN point dropped
