@@ -534,9 +534,14 @@ def read_text_points(path: PathLike) -> np.ndarray:
             text = _decode(f.read(), path)
     except OSError as e:
         raise DataError(f"{path}: cannot read text file ({e.strerror or e})") from None
-    lines = text.splitlines()
-    names, declared, first = None, None, len(lines)
-    for number, line in enumerate(lines):
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # the lines before the first row of numbers: comments, a count, a header of names
+    stream, names, declared, number, first = io.StringIO(text), None, None, 0, len(text)
+    while True:
+        position, line = stream.tell(), stream.readline()
+        if not line:
+            break
+        number += 1
         stripped = line.strip()
         if not stripped:
             continue
@@ -549,38 +554,41 @@ def read_text_points(path: PathLike) -> np.ndarray:
         if all(_is_number(t) for t in tokens):
             if declared is None and names is None and len(tokens) == 1 and re.fullmatch(r"\d+", tokens[0]):
                 declared = int(tokens[0])
+                _check_count(declared, path)
                 continue
-            first = number
+            first, number = position, number - 1
             break
-        if names is not None and not stripped.startswith(("#", "//")):
-            raise DataError(f"{path}: line {number + 1}: expected numbers, got {stripped[:60]!r}")
+        if names is not None:
+            raise DataError(f"{path}: line {number}: expected numbers, got {stripped[:60]!r}")
         names = tokens
-    rows = [(number, line) for number, line in enumerate(lines[first:], first)
-            if line.strip() and not line.lstrip().startswith(("#", "//"))]
-    if declared is not None:
-        _check_count(declared, path)
-        if len(rows) < declared:
-            raise DataError(f"{path}: the first line declares {declared} points but {len(rows)} point lines follow")
-        rows = rows[:declared]
-    if not rows:
-        raise DataError(f"{path}: empty point cloud (no point lines"
-                        + (f" after the header {' '.join(names)})" if names else ")"))
     columns = _xyz_index(names, path, "header names") if names else [0, 1, 2]
-    body = "\n".join(line for _, line in rows).translate(str.maketrans(",;", "  "))
+    body = text[first:]
     try:
         with _quiet():
-            return np.loadtxt(io.StringIO(body), dtype=np.float64, usecols=columns, ndmin=2, comments=None)
+            points = np.loadtxt(io.StringIO(body.translate(str.maketrans(",;", "  "))), dtype=np.float64,
+                                usecols=columns, ndmin=2, comments=("#", "//"), max_rows=declared)
     except ValueError:
-        pass
-    for number, line in rows:  # find the first line that is not a row of numbers, to name it
-        tokens = _tokens(line)
-        if len(tokens) <= max(columns):
-            raise DataError(f"{path}: line {number + 1} has {len(tokens)} values, fewer than 3 numbers"
-                            + (f" under the header {' '.join(names)}" if names else "") + f": {line.strip()[:60]!r}")
-        bad = next((tokens[c] for c in columns if not _is_number(tokens[c])), None)
-        if bad is not None:
-            raise DataError(f"{path}: line {number + 1}: not a table of numbers ({bad[:30]!r} in {line.strip()[:60]!r})")
-    raise DataError(f"{path}: not a table of numbers (rows of different lengths)")
+        points = None
+    if points is None:  # name the first line that is not a row of numbers
+        for number, line in enumerate(body.split("\n"), number + 1):
+            if not line.strip() or line.lstrip().startswith(("#", "//")):
+                continue
+            tokens = _tokens(line)
+            if len(tokens) <= max(columns):
+                raise DataError(f"{path}: line {number} has {len(tokens)} values, fewer than 3 numbers"
+                                + (f" under the header {' '.join(names)}" if names else "")
+                                + f": {line.strip()[:60]!r}")
+            bad = next((tokens[c] for c in columns if not _is_number(tokens[c])), None)
+            if bad is not None:
+                raise DataError(f"{path}: line {number}: not a table of numbers ({bad[:30]!r} in "
+                                f"{line.strip()[:60]!r})")
+        raise DataError(f"{path}: not a table of numbers (rows of different lengths)")
+    if declared is not None and len(points) < declared:
+        raise DataError(f"{path}: the first line declares {declared} points but {len(points)} point lines follow")
+    if len(points) == 0:
+        raise DataError(f"{path}: empty point cloud (no point lines"
+                        + (f" after the header {' '.join(names)})" if names else ")"))
+    return points
 
 
 # ------------------------------------------------------------------------------------------------
