@@ -423,3 +423,37 @@ def test_pcd_header_without_count_or_version(tmp_path):
     one = tmp_path / "one.pcd"
     one.write_text("FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nPOINTS 2\nDATA ascii\n1  2 3 \n4\t5 nan\n")
     np.testing.assert_array_equal(read_any(one)[0], [[1, 2, 3]])  # any spacing; the NaN point dropped
+
+
+def test_classify_reads_the_new_formats(tmp_path, tiny_clip_path, capsys):
+    """classify.py through the one reader: one cloud as PCD binary_compressed, structured .npy,
+    named .csv and LAZ gives one result; a GLB mesh is classified; a PCD of colours is refused in
+    one line naming it, the others still classified."""
+    import classify
+
+    cloud = np.round(POINTS, 3)  # exact in LAS's millimetre integers
+    PointCloud.from_points(cloud, ("x", "y", "z"), (np.float64,) * 3).save(tmp_path / "a.pcd",
+                                                                            encoding=Encoding.BINARY_COMPRESSED)
+    rows = np.zeros(len(cloud), dtype=[("Z", "f8"), ("X", "f8"), ("Y", "f8")])
+    rows["X"], rows["Y"], rows["Z"] = cloud.T
+    np.save(tmp_path / "b.npy", rows)
+    np.savetxt(tmp_path / "c.csv", cloud[:, [2, 0, 1]], fmt="%.17g", delimiter=",", header="z,x,y", comments="")
+    header = laspy.LasHeader(point_format=0, version="1.2")
+    header.scales, header.offsets = [0.001] * 3, [0.0] * 3
+    las = laspy.LasData(header)
+    las.x, las.y, las.z = cloud.T
+    las.write(str(tmp_path / "d.laz"))
+    trimesh.creation.box().export(tmp_path / "e.glb")
+    PointCloud.from_points(np.arange(5, dtype=np.uint32)[:, None], ("rgba",), (np.uint32,)).save(tmp_path / "f.pcd")
+    args = classify.get_args_parser().parse_args([str(tmp_path), "--classes", "chair,table", "--clip", tiny_clip_path,
+                                                  "--device", "cpu"])
+    try:
+        classify.main(args)
+    except SystemExit:
+        pass
+    out, err = capsys.readouterr()
+    lines = {line.split(": ")[0]: line.split(": ", 1)[1] for line in out.splitlines() if ": " in line}
+    same = [lines[str(tmp_path / name)] for name in ("a.pcd", "b.npy", "c.csv", "d.laz")]
+    assert len(set(same)) == 1 and str(tmp_path / "e.glb") in lines
+    errors = [line for line in err.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and f"{tmp_path / 'f.pcd'}: fields rgba: no x, y, z" in errors[0]
