@@ -9,6 +9,9 @@ binary_compressed included), laspy with lazrs (.las .laz), trimesh with charset-
 project's own readers. Columns are found by name (x/X, any position) where the file names them,
 otherwise the first three are x y z. Every failure is a DataError naming the file, raised before
 anything larger than the file can hold is allocated.
+
+The format libraries are imported when a file of theirs is read, which keeps them out of the
+start-up of every script.
 """
 import contextlib
 import io
@@ -226,7 +229,8 @@ def _pcd_header(f, path: PathLike):
     if missing:
         raise DataError(f"{path}: malformed pcd header: no {' or '.join(missing)} line")
     if "COUNT" not in keys:  # optional in PCL's format: one value per field
-        lines.insert(-1, "COUNT " + " ".join("1" for _ in next(l for l in lines if l.upper().startswith("FIELDS")).split()[1:]))
+        fields = next(line for line in lines if line.upper().startswith("FIELDS")).split()[1:]
+        lines.insert(-1, "COUNT " + " ".join("1" for _ in fields))
     try:
         meta = MetaData.parse_header(lines)
     except ValidationError as e:

@@ -151,7 +151,8 @@ def test_pcd_not_a_cloud_and_lying_headers(tmp_path):
     path = tmp_path / "rgba.pcd"
     PointCloud.from_points(np.arange(5, dtype=np.uint32)[:, None], ("rgba",), (np.uint32,)).save(path)
     assert refused(path).endswith("fields rgba: no x, y, z")
-    head = "VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT {count}\nWIDTH {width}\nHEIGHT 1\nPOINTS {points}\n"
+    head = ("VERSION 0.7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT {count}\nWIDTH {width}\nHEIGHT 1\n"
+            "POINTS {points}\n")
     ascii = "DATA ascii\n1 2 3\n4 5 6\n7 8 9\n"
     cases = [({"count": "1 1 1", "width": 3, "points": -1}, "POINTS -1"),
              ({"count": "-1 1 1", "width": 3, "points": 3}, "COUNT -1"),
