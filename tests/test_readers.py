@@ -88,6 +88,16 @@ def test_ply_polygons_any_encoding_equal_plyfile(tmp_path, text, byte_order, dou
     assert points.shape == (300, 3)
 
 
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_ply_binary_triangles_equal_plyfile(tmp_path, byte_order):
+    faces = RNG.integers(0, len(POINTS), size=(500, 3))
+    path = write_plyfile(tmp_path / "tri.ply", POINTS, faces, byte_order=byte_order)
+    own = plyfile.PlyData.read(str(path))["face"]["vertex_indices"]
+    np.testing.assert_array_equal(read_any(path)[1], np.stack(own))
+    quads = write_plyfile(tmp_path / "quads.ply", POINTS, RNG.integers(0, len(POINTS), size=(50, 4)))
+    assert read_any(quads)[1].shape == (100, 3)
+
+
 def test_ply_tristrips_are_unrolled(tmp_path):
     path = write_plyfile(tmp_path / "strip.ply", PYRAMID_V, strips=[[0, 1, 3, 2, -1, 0, 1, 4]])
     assert read_any(path)[1].tolist() == [[0, 1, 3], [3, 1, 2], [0, 1, 4]]
