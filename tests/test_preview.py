@@ -77,7 +77,7 @@ def test_up_axes_match_classify():
     (["--out", "{tmp}/grid.xyz"], "unknown picture extension '.xyz'"),
     (["--out", "{tmp}/grid"], "unknown picture extension '(none)'"),
     (["--out", "{tmp}/missing/grid.png"], "does not exist"),
-    (["--projection", "realistic", "--views", "6"], "--views 6: --projection realistic has 10 views"),
+    (["--projection", "realistic", "--views", "6"], "--views 6: the realistic projection has 10 views"),
 ])
 def test_bad_flags_refused_before_reading(tmp_path, capsys, monkeypatch, flags, message):
     def never(*args, **kwargs):
