@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo bench venv clean
+.PHONY: test test-fast demo bench venv clean
 
 venv: $(VENV)/.installed
 
@@ -14,6 +14,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 test: venv
 	$(PY) -m pytest -q -rs tests
+
+test-fast: venv
+	$(PY) -m pytest -q -rs -m "not slow" tests
 
 demo: venv
 	$(PY) demo.py

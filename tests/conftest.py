@@ -3,8 +3,16 @@ import os
 
 import pytest
 
+from tests import data_fixtures
 from utils.clip_loader import load_clip
 from utils.tiny_clip import write_tiny_clip
+
+
+@pytest.fixture(scope="session")
+def synthetic_root():
+    """Root of the synthetic dataset (seed 0, 64 px renderings), generated once per session.
+    Treat it as read-only: tests that break files work on copies."""
+    return data_fixtures.synthetic_root()
 
 
 @pytest.fixture(scope="session")

@@ -7,14 +7,9 @@ import torch
 import torch.nn as nn
 
 from models import CLIP2Point, DPA
+from tests.helpers import cloud
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
                               read_state_dict, save_checkpoint)
-
-
-def cloud(batch=2, n=512, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    pts = torch.randn(batch, n, 3, generator=gen)
-    return pts / pts.norm(dim=-1).amax(dim=1, keepdim=True)[..., None]
 
 
 def perturb(module, seed):

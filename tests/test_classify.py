@@ -20,7 +20,7 @@ from datasets.readers import find_cloud_files, load_cloud, read_any, write_pcd
 from models import DPA
 from models.classifier import PointCloudClassifier
 from models.views import view_features
-from tests.data_fixtures import synthetic_root
+from tests import helpers
 from utils.scoring import zeroshot_logits
 from utils.checkpoint import save_checkpoint
 
@@ -29,8 +29,8 @@ TWO_CLASSES = "xbox,wardrobe"  # close for the tiny CLIP: the top class changes 
 
 
 @pytest.fixture(scope="module")
-def ply_dir():
-    return synthetic_root() / "ModelNet40_Ply"
+def ply_dir(synthetic_root):
+    return synthetic_root / "ModelNet40_Ply"
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def test_classify_formats_mesh_bad_files_json_and_views(tmp_path, tiny_clip_path
 
 
 def parse(*argv):
-    return classify.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu"])
+    return helpers.parse(classify, *argv)
 
 
 def test_prompts_file_with_the_template_sentence_gives_the_template_result(tmp_path, tiny_clip_path, cloud, capsys):

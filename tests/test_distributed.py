@@ -334,6 +334,7 @@ def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow
 def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
     root = small_data_root(synthetic_root(), tmp_path / "data")
     common = ["--data_root", str(root), "--clip", tiny_clip_path, "--num_workers", "0", "--epoch", "1",

@@ -10,7 +10,7 @@ from models.classifier import PointCloudClassifier
 from models.fast_encoder import CompiledEncoder, check_speed_ups, fast_encoder, quantize_int8
 from models.views import encode_views
 from render import build_projection
-from tests.data_fixtures import synthetic_root
+from tests.helpers import parse
 from utils.cli import run
 
 
@@ -79,16 +79,12 @@ def test_fast_encoder_options(tiny_clip):
         check_speed_ups("int8", "cuda")
 
 
-def parse(module, *argv):
-    return module.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
-
-
 @pytest.mark.parametrize("module, argv, message", [
     (fewshot, ["--exp_name", "x", "--ckpt", "any.pth", "--quantize", "int8"], "speed up --eval only"),
 ])
-def test_encoder_flags_that_cannot_apply_exit_2(capsys, tiny_clip_path, module, argv, message):
+def test_encoder_flags_that_cannot_apply_exit_2(capsys, synthetic_root, tiny_clip_path, module, argv, message):
     with pytest.raises(SystemExit) as exc:
-        run(module.main, parse(module, "--data_root", synthetic_root(), "--clip", tiny_clip_path, *argv))
+        run(module.main, parse(module, "--data_root", synthetic_root, "--clip", tiny_clip_path, *argv))
     err = capsys.readouterr().err
     assert exc.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err
 

@@ -31,7 +31,6 @@ import torch
 
 from datasets import ShapeNet55
 from models import CLIP2Point
-from tests.data_fixtures import synthetic_root
 from utils.cli import run
 from utils.clip_loader import load_clip
 from utils.checkpoint import save_checkpoint
@@ -196,9 +195,9 @@ def replace_file(path: Path, content: bytes) -> None:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, synthetic_root) -> Path:
     """The synthetic data with only TEST_PLY ModelNet40_Ply objects: other folders are links."""
-    source, root = synthetic_root(), tmp_path_factory.mktemp("data")
+    source, root = synthetic_root, tmp_path_factory.mktemp("data")
     for folder in source.iterdir():
         if folder.is_dir() and folder.name != "ModelNet40_Ply":
             (root / folder.name).symlink_to(folder)
@@ -248,6 +247,7 @@ def fewshot_run(tmp_path_factory, data, tiny_clip_path, pre_ckpt):
 # ---------------------------------------------------------------------------------------------
 # Run folders
 
+@pytest.mark.slow
 def test_one_object_last_batch_is_dropped_with_one_note(fewshot_run):
     run_dir, stdout = fewshot_run
     notes = [line for line in stdout.splitlines() if line.startswith("note:")]
@@ -255,6 +255,7 @@ def test_one_object_last_batch_is_dropped_with_one_note(fewshot_run):
     assert (run_dir / "last.pth").is_file() and (run_dir / "best.pth").is_file()
 
 
+@pytest.mark.slow
 def test_existing_run_is_refused_without_resume(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     run_dir = copy_run(fewshot_run[0], tmp_path)
     before = snapshot(run_dir)
@@ -266,6 +267,7 @@ def test_existing_run_is_refused_without_resume(tmp_path, fewshot_run, data, tin
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_second_process_on_a_locked_run_is_refused(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     run_dir = copy_run(fewshot_run[0], tmp_path)
     before = snapshot(run_dir)
@@ -277,6 +279,7 @@ def test_second_process_on_a_locked_run_is_refused(tmp_path, fewshot_run, data, 
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.slow
 def test_bad_resume_files_and_changed_flags(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     """Each fault in its own copy of the run; the script names last.pth (and the flag) and leaves
     the folder as it was."""
@@ -312,6 +315,7 @@ def test_bad_resume_files_and_changed_flags(tmp_path, fewshot_run, data, tiny_cl
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_full_disk_then_resume_gives_the_uninterrupted_log(tmp_path, fewshot_run, data, tiny_clip_path, pre_ckpt):
     run_dir = copy_run(fewshot_run[0], tmp_path)
     checkpoints = {k: v for k, v in snapshot(run_dir).items() if k.endswith(".pth")}
@@ -333,6 +337,7 @@ def test_full_disk_then_resume_gives_the_uninterrupted_log(tmp_path, fewshot_run
     assert torch.load(run_dir / "last.pth", weights_only=False)["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_exit_130(tmp_path, data, tiny_clip_path, pre_ckpt):
     argv = [sys.executable, "fewshot.py"] + [str(a) for a in fewshot_args(
         data, tiny_clip_path, pre_ckpt, tmp_path, "--epoch", 5)] + ["--device", "cpu", "--num_workers", "0"]
@@ -454,6 +459,7 @@ def test_unreadable_data_folder_and_file(data, tiny_clip_path):
     one_line(results[1], victim, "Permission denied")  # raised in a DataLoader worker
 
 
+@pytest.mark.slow
 def test_bad_ckpt_and_clip_files(tmp_path, data, tiny_clip_path, pre_ckpt, fewshot_run):
     zs = ("zeroshot.py", "--data_root", data)
     cache = tmp_path / "home" / ".cache" / "clip"

@@ -7,6 +7,7 @@ import torch.nn as nn
 from lightly.loss import NTXentLoss
 
 from models import CLIP2Point, DPA
+from tests.helpers import cloud
 from models.adapter import SimplifiedAdapter
 
 
@@ -21,12 +22,6 @@ class PooledTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(images.mean(dim=(2, 3)))
-
-
-def cloud(batch=2, n=512, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    pts = torch.randn(batch, n, 3, generator=gen)
-    return pts / pts.norm(dim=-1).amax(dim=1, keepdim=True)[..., None]
 
 
 def nt_xent_reference(a, b, temperature):

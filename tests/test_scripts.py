@@ -1,8 +1,6 @@
 """End-to-end runs of pretraining.py, zeroshot.py and fewshot.py on the synthetic data with the tiny CLIP."""
 import csv
 import os
-import subprocess
-import sys
 import warnings
 
 import pytest
@@ -13,20 +11,13 @@ import pretraining
 import zeroshot
 from datasets import ModelNet40Ply, ScanObjectNN
 from models import CLIP2Point
-from tests.data_fixtures import synthetic_root
+from tests.helpers import parse
 from utils.cli import run
 from utils.clip_loader import load_clip
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def parse(module, *argv):
-    return module.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
-
-
 @pytest.fixture(scope="module")
-def data():
-    return str(synthetic_root())
+def data(synthetic_root):
+    return str(synthetic_root)
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +54,7 @@ def scalar_tags(run_dir):
     return acc.Tags()
 
 
+@pytest.mark.slow
 def test_pretraining_outputs(pretrained, tiny_clip_path):
     run_dir, best = pretrained
     lines, epochs = epoch_lines(run_dir)
@@ -85,6 +77,7 @@ def test_pretraining_outputs(pretrained, tiny_clip_path):
     assert best["val"] == pytest.approx(max(logged), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_pretraining_resume_matches_straight_run(tmp_path, data, tiny_clip_path, pretrained):
     common = ["--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--batch_size", 16,
               "--output_dir", tmp_path]
@@ -101,6 +94,7 @@ def test_pretraining_resume_matches_straight_run(tmp_path, data, tiny_clip_path,
     assert [strip(e) for e in epoch_lines(tmp_path / "run")[1]] == [strip(e) for e in epoch_lines(pretrained[0])[1]]
 
 
+@pytest.mark.slow
 def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, capsys):
     out = tmp_path / "preds.csv"
     acc = zeroshot.main(parse(zeroshot, "--ckpt", pretrained[0] / "best_val.pth", "--data_root", data, "--clip",
@@ -118,6 +112,7 @@ def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, cap
     assert sum(r[1] == r[2] for r in rows[1:]) / (len(rows) - 1) == pytest.approx(acc)
 
 
+@pytest.mark.slow
 def test_zeroshot_scanobjectnn_and_modelnet10(tmp_path, data, tiny_clip_path, capsys):
     csv_path = tmp_path / "scan.csv"
     acc = zeroshot.main(parse(zeroshot, "--dataset", "ScanObjectNN", "--data_root", data, "--clip", tiny_clip_path,
@@ -135,6 +130,7 @@ def test_zeroshot_scanobjectnn_and_modelnet10(tmp_path, data, tiny_clip_path, ca
     assert "ModelNet10: 20 test objects, 10 classes" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, capsys):
     run_dir, best = fewshot_run
     lines, epochs = epoch_lines(run_dir)
@@ -159,6 +155,7 @@ def test_describe_shots_names_the_short_classes():
         "3 shots x 3 classes, but 2 classes have fewer objects: b 0, c 1")
 
 
+@pytest.mark.slow
 def test_fewshot_logs_the_real_shots_once(tmp_path, data, tiny_clip_path, pretrained, capsys):
     # the synthetic ModelNet40 has 4 training objects per class; --epoch 0 stops after the setup
     args = parse(fewshot, "--exp_name", "short", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
@@ -174,34 +171,25 @@ def test_fewshot_logs_the_real_shots_once(tmp_path, data, tiny_clip_path, pretra
     assert len(logged) == 1 and logged[0].split(" ", 2)[2] == printed[0]
 
 
-def test_fewshot_resume_matches_straight_run(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
+@pytest.mark.slow
+def test_fewshot_resume_and_reencoding_match_straight_run(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
+    """A run stopped after epoch 1 and resumed, rendering and encoding the fixed test points every
+    epoch (--reencode_test), ends as fewshot_run, which ran straight and encoded them once."""
     common = ["--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
               pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--output_dir", tmp_path,
-              "--test_source", "ply"]
+              "--test_source", "ply", "--reencode_test"]
     fewshot.main(parse(fewshot, *common, "--epoch", 1))
     fewshot.main(parse(fewshot, *common, "--epoch", 2, "--resume"))
-    straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
-    resumed = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
-    for key, value in straight["model"].items():
-        assert torch.equal(value, resumed["model"][key]), key
-    assert resumed["best"] == straight["best"]
-
-
-def test_fewshot_test_encoded_once_matches_reencoding(tmp_path, fewshot_run, data, tiny_clip_path, pretrained):
-    # fewshot_run encodes the fixed test points once; this run renders and encodes them every epoch
-    fewshot.main(parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", tiny_clip_path, "--ckpt",
-                       pretrained[0] / "best_val.pth", "--shots", 2, "--batch_size", 16, "--epoch", 2,
-                       "--output_dir", tmp_path, "--test_source", "ply", "--reencode_test"))
     assert "test features encoded once" in (fewshot_run[0] / "run.log").read_text()
     assert "test features encoded once" not in (tmp_path / "run" / "run.log").read_text()
     strip_time = [line.rsplit(" (", 1)[0] for line in epoch_lines(fewshot_run[0])[1]]
     assert [line.rsplit(" (", 1)[0] for line in epoch_lines(tmp_path / "run")[1]] == strip_time
     straight = torch.load(fewshot_run[0] / "last.pth", map_location="cpu", weights_only=False)
-    reencoded = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
+    resumed = torch.load(tmp_path / "run" / "last.pth", map_location="cpu", weights_only=False)
     for key, value in straight["model"].items():
-        assert torch.equal(value, reencoded["model"][key]), key
-    assert reencoded["best"] == straight["best"]
-    assert torch.equal(reencoded["rng"]["torch"], straight["rng"]["torch"])
+        assert torch.equal(value, resumed["model"][key]), key
+    assert resumed["best"] == straight["best"]
+    assert torch.equal(resumed["rng"]["torch"], straight["rng"]["torch"])
 
 
 def exit_of(module, capsys, *argv):
@@ -213,6 +201,7 @@ def exit_of(module, capsys, *argv):
     return err
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2_with_one_line(tmp_path, data, tiny_clip_path, pretrained, fewshot_run, capsys):
     err = exit_of(zeroshot, capsys, "--data_root", tmp_path / "nowhere", "--clip", tiny_clip_path)
     assert "ModelNet40_Ply" in err and "nowhere" in err
@@ -236,11 +225,14 @@ def test_user_errors_exit_2_with_one_line(tmp_path, data, tiny_clip_path, pretra
         assert "--eval_seed must be >= 0, got -1" in err
 
 
-def test_bad_flag_from_the_command_line():
-    result = subprocess.run([sys.executable, "zeroshot.py", "--views", "8"], cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "--views" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_bad_flag_from_the_command_line(capsys):
+    """The parser the command line uses: a bad flag is one stderr line and exit code 2."""
+    with pytest.raises(SystemExit) as exc:
+        zeroshot.get_args_parser().parse_args(["--views", "8"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--views" in err
+    assert "Traceback" not in err
 
 
 def test_help_documents_every_flag():
@@ -288,6 +280,7 @@ def test_fewshot_test_source(tmp_path, data, tiny_clip_path, monkeypatch, extra,
     assert built["ModelNet40Align"][0][0] == "train"  # the shots always come from the training meshes
 
 
+@pytest.mark.slow
 def test_fewshot_without_ckpt_trains_from_clip_on_both_paths(tmp_path, data, tiny_clip_path):
     best = fewshot.main(parse(fewshot, "--exp_name", "clip", "--data_root", data, "--clip", tiny_clip_path,
                               "--shots", 1, "--batch_size", 16, "--epoch", 1, "--output_dir", tmp_path))

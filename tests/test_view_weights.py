@@ -9,7 +9,7 @@ import zeroshot
 from datasets import ModelNet10
 from models.views import encode_views
 from render import DepthProjection, Renderer, Selector
-from tests.data_fixtures import synthetic_root
+from tests import helpers
 from utils.prompts import encode_prompts
 from utils.cli import run
 from utils.errors import UsageError
@@ -18,12 +18,12 @@ from utils.view_weights import format_view_weights, parse_view_weights, search_v
 
 
 def parse(*argv):
-    return zeroshot.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
+    return helpers.parse(zeroshot, *argv)
 
 
 @pytest.fixture(scope="module")
-def data():
-    return str(synthetic_root())
+def data(synthetic_root):
+    return str(synthetic_root)
 
 
 def test_parse_view_weights():

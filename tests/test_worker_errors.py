@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.data_fixtures import synthetic_root
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["0", "2"])
-def test_corrupt_ply_is_one_line_at_any_num_workers(tmp_path, tiny_clip_path, workers):
-    shutil.copytree(synthetic_root() / "ModelNet40_Ply", tmp_path / "ModelNet40_Ply")
+def test_corrupt_ply_is_one_line_at_any_num_workers(tmp_path, synthetic_root, tiny_clip_path, workers):
+    shutil.copytree(synthetic_root / "ModelNet40_Ply", tmp_path / "ModelNet40_Ply")
     broken = sorted((tmp_path / "ModelNet40_Ply").glob("*.ply"))[-1]  # read last: the other files load first
     broken.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 1024\nproperty float x\nend_header\n1 2\n")
     proc = subprocess.run([sys.executable, "zeroshot.py", "--data_root", str(tmp_path), "--clip", tiny_clip_path,
