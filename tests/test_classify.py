@@ -350,3 +350,20 @@ def test_no_valid_input_is_a_usage_error(tmp_path, capsys):
     assert len(err) == 3
     assert any(str(tmp_path / "bad.xyz") in e for e in err) and any(str(tmp_path / "gone.ply") in e for e in err)
     assert err[-1].startswith("error: no readable point cloud")
+
+
+def test_main_returns_the_unread_inputs_and_the_wrapper_exits_1(tmp_path, tiny_clip_path, cloud, capsys):
+    """classify.main never exits itself: it returns the results and the inputs it could not read;
+    `exit_code` (what the command line passes to utils.cli.run) makes that exit code 1."""
+    from utils.cli import run
+    np.save(tmp_path / "c.npy", cloud[1])
+    (tmp_path / "bad.xyz").write_text("1 2\n")
+    argv = (tmp_path / "c.npy", tmp_path / "bad.xyz", "--classes", TWO_CLASSES, "--clip", tiny_clip_path)
+    results = classify.main(parse(*argv))
+    assert [r["file"] for r in results] == [str(tmp_path / "c.npy")]
+    assert len(results.failures) == 1 and str(tmp_path / "bad.xyz") in results.failures[0]
+    assert classify.exit_code(results) == 1
+    assert classify.exit_code(classify.main(parse(tmp_path / "c.npy", *argv[2:]))) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        run(classify.main, parse(*argv), exit_code=classify.exit_code)
+    assert exit_info.value.code == 1
