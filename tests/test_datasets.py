@@ -19,12 +19,11 @@ from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_ELEV, load_image, read_lis
 from datasets.synthetic import (EXCLUDED_EXAMPLE, MODELNET_TEST, MODELNET_TRAIN, SCAN_TEST, SCAN_TRAIN,
                                 SHAPENET_TEST, SHAPENET_TRAIN)
 from render.renderer import CLIP_MEAN, CLIP_STD
-from tests.data_fixtures import synthetic_root
 
 
 @pytest.fixture(scope="module")
-def root():
-    return synthetic_root()
+def root(synthetic_root):
+    return synthetic_root
 
 
 def assert_normalised(points: torch.Tensor, n: int = 1024):

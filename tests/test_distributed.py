@@ -20,7 +20,6 @@ from datasets import ShapeNetRender
 from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
 from render import Renderer
-from tests.data_fixtures import synthetic_root
 from utils import distributed
 from utils.clip_loader import load_clip
 from utils.cli import UsageError
@@ -160,8 +159,8 @@ def _worker(rank: int, port: int, root: str, clip_path: str, out_dir: str) -> No
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory, tiny_clip_path):
-    root = str(synthetic_root())
+def two_process_run(tmp_path_factory, tiny_clip_path, synthetic_root):
+    root = str(synthetic_root)
     out = tmp_path_factory.mktemp("ddp")
     context = mp.start_processes(_worker, args=(free_port(), root, tiny_clip_path, str(out)), nprocs=WORLD,
                                  join=False, start_method="spawn")
@@ -335,8 +334,8 @@ def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip):
-    root = small_data_root(synthetic_root(), tmp_path / "data")
+def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip, synthetic_root):
+    root = small_data_root(synthetic_root, tmp_path / "data")
     common = ["--data_root", str(root), "--clip", tiny_clip_path, "--num_workers", "0", "--epoch", "1",
               "--num_points", str(NUM_POINTS), "--views", "6"]
     proc = torchrun("pretraining.py", "--exp_name", "ddp", "--batch_size", "8", "--output_dir",

@@ -5,7 +5,6 @@ from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from datasets import ModelNet40Ply
 from models import DPA
-from tests.data_fixtures import synthetic_root
 from utils.encode_once import EncodeOnce
 from utils.evaluation import predict
 
@@ -46,10 +45,10 @@ def test_random_stream_matches_iterating_the_loader():
     assert torch.equal(torch.rand(4), expected)
 
 
-def test_dpa_cached_features_and_predictions_equal_recomputing(tiny_clip):
+def test_dpa_cached_features_and_predictions_equal_recomputing(tiny_clip, synthetic_root):
     torch.manual_seed(0)
     model = DPA(clip_model=tiny_clip, views=10).eval()
-    full = ModelNet40Ply(synthetic_root(), "test")
+    full = ModelNet40Ply(synthetic_root, "test")
     test_set = Subset(full, range(0, len(full), max(1, len(full) // 6)))
     loader = DataLoader(test_set, batch_size=4)
     prompts = torch.nn.functional.normalize(torch.randn(len(full.classes), 512), dim=-1)

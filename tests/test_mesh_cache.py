@@ -12,7 +12,6 @@ from datasets import ModelNet40Align
 from datasets.common import DataError
 from datasets.mesh import read_off
 from datasets.mesh_cache import MeshCache, default_cache_dir, read_entry
-from tests.data_fixtures import synthetic_root
 from utils.cli import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,8 +42,8 @@ def test_load_returns_parsed_arrays_then_serves_the_entry(tmp_path, monkeypatch)
     assert not second[0].flags.writeable  # a memory map of the entry
 
 
-def test_dataset_points_identical_with_and_without_cache(tmp_path):
-    root = synthetic_root()
+def test_dataset_points_identical_with_and_without_cache(tmp_path, synthetic_root):
+    root = synthetic_root
     plain = ModelNet40Align(root, "train", seed=3)
     cached = ModelNet40Align(root, "train", seed=3, cache_dir=tmp_path / "cache")
     (tmp_path / "cache").mkdir()
@@ -155,10 +154,10 @@ def test_default_folder_follows_xdg(monkeypatch, tmp_path):
     assert default_cache_dir() == default_cache_dir().home() / ".cache" / "clip2point" / "meshes"
 
 
-def test_unwritable_cache_dir_exits_2(tmp_path, capsys):
+def test_unwritable_cache_dir_exits_2(tmp_path, capsys, synthetic_root):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    args = zeroshot.get_args_parser().parse_args(["--dataset", "ModelNet10", "--data_root", str(synthetic_root()),
+    args = zeroshot.get_args_parser().parse_args(["--dataset", "ModelNet10", "--data_root", str(synthetic_root),
                                                   "--cache_dir", str(blocker / "meshes"), "--device", "cpu"])
     with pytest.raises(SystemExit) as exc:
         run(zeroshot.main, args)

@@ -15,12 +15,11 @@ from datasets.modelnet import read_ply_points
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
 from render import Renderer
 from render.renderer import to_display
-from tests.data_fixtures import synthetic_root
 
 
 @pytest.fixture(scope="module")
-def root():
-    return synthetic_root()
+def root(synthetic_root):
+    return synthetic_root
 
 
 # --- export-ply ------------------------------------------------------------------------------

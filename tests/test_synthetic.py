@@ -9,12 +9,12 @@ from PIL import Image
 from datasets import synthetic
 from datasets.classnames import MODELNET40_CLASSES, SHAPENET55_SYNSETS
 from datasets.scanobjectnn import VARIANTS
-from tests.data_fixtures import IMAGE_SIZE, SEED, synthetic_root
+from tests.data_fixtures import IMAGE_SIZE, SEED
 
 
 @pytest.fixture(scope="module")
-def root():
-    return synthetic_root()
+def root(synthetic_root):
+    return synthetic_root
 
 
 @pytest.fixture(scope="module")
