@@ -11,7 +11,9 @@ A file that cannot be read is reported on stderr and skipped; the exit code is t
 import argparse
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -32,7 +34,8 @@ from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file,
 from utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
 from utils.seeding import seed_everything
 from utils.errors import DataError, UsageError
-from utils.prompts import PROMPT_TEMPLATE
+from utils.outputs import atomic_write, print_line, write_new_file
+from utils.prompts import PROMPT_TEMPLATE, check_template
 from utils.view_weights import parse_view_weights
 
 # --dataset -> (label names, names put into the template)
@@ -42,6 +45,7 @@ DATASET_CLASSES = {
     "ScanObjectNN": (SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS),
 }
 FEW_POINTS = 100  # clouds smaller than this are flagged in the output
+MAX_NUM_POINTS = 1_000_000  # --num_points above this is refused (memory, no gain: see docs/outputs.md)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -109,8 +113,8 @@ def read_classes(args: argparse.Namespace):
         if args.template:
             raise UsageError("--template and --prompts_file exclude each other")
         try:
-            with open(args.prompts_file) as f:
-                sentences = json.load(f)
+            with open(args.prompts_file, encoding="utf-8") as f:
+                sentences = json.load(f, object_pairs_hook=_no_duplicate_keys)
         except (OSError, ValueError) as e:
             raise UsageError(f"--prompts_file {args.prompts_file}: cannot read JSON ({e})") from None
         if not isinstance(sentences, dict):
@@ -124,10 +128,13 @@ def read_classes(args: argparse.Namespace):
         classes = prompts = [name.strip() for name in args.classes.split(",")]
     elif args.classes_file:
         try:
-            with open(args.classes_file) as f:
+            with open(args.classes_file, encoding="utf-8") as f:
                 classes = [line.strip() for line in f]
         except OSError as e:
             raise UsageError(f"--classes_file {args.classes_file}: cannot read ({e.strerror or e})") from None
+        except UnicodeDecodeError as e:
+            raise UsageError(f"--classes_file {args.classes_file}: not UTF-8 text (byte {e.object[e.start]:#04x} "
+                             f"at offset {e.start}); save it as UTF-8") from None
         classes = prompts = [name for name in classes if name and not name.startswith("#")]
     elif sentences is not None:
         classes = prompts = list(sentences)
@@ -143,19 +150,69 @@ def read_classes(args: argparse.Namespace):
         if missing:
             raise UsageError(f"--prompts_file {args.prompts_file} has no sentences for class {missing[0]!r}"
                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    if args.template is not None and args.template.count("{}") != 1:
-        raise UsageError(f'--template must hold exactly one {{}} for the class name, got "{args.template}"')
+    if args.template is not None:
+        check_template(args.template, prompts)
     return list(classes), list(prompts), sentences
 
 
-def view_png_name(path: Path, taken: set) -> str:
-    """`<file name>.png`, numbered when two inputs share a file name (nothing is overwritten)."""
-    name, k = f"{path.name}.png", 1
-    while name in taken:
-        k += 1
-        name = f"{path.name}.{k}.png"
-    taken.add(name)
-    return name
+def _no_duplicate_keys(pairs):
+    """json object hook: a class given twice in --prompts_file is an error, not the last one silently."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"class {twice[0]!r} is given more than once")
+    return dict(pairs)
+
+
+class CloudReader:
+    """Reads, samples and normalises the input files in a background thread, in input order, a
+    few batches ahead of the encoder. Iterating gives (path, cloud tensor) or (path, error line)."""
+
+    def __init__(self, files: List[Path], num_points: int, seed: int, fps_device: str, ahead: int):
+        self.files, self.num_points, self.seed, self.fps_device = files, num_points, seed, fps_device
+        self.queue: "queue.Queue" = queue.Queue(maxsize=max(2, ahead))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._read_all, name="classify-reader", daemon=True)
+        self.thread.start()
+
+    def _read_all(self) -> None:
+        for path in self.files:
+            if self.stop.is_set():
+                return
+            try:
+                item = torch.from_numpy(load_cloud(path, self.num_points, seed=self.seed, fps_device=self.fps_device))
+            except DataError as err:
+                item = f"{err}"
+            except MemoryError:
+                item = f"{path}: out of memory while reading it with --num_points {self.num_points}"
+            except BaseException as err:  # a bug: raised again in the main thread
+                item = err
+            while not self.stop.is_set():
+                try:
+                    self.queue.put((path, item), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def __iter__(self):
+        for _ in self.files:
+            path, item = self.queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield path, item
+
+    def close(self) -> None:
+        self.stop.set()
+
+
+def result_line(result: dict) -> str:
+    """`path: label (p=0.83), second (0.09), third (0.03)` [+ a note on small clouds]."""
+    best, *others = result["top"]
+    line = f"{result['file']}: {best['class']} (p={best['prob']:.2f})"
+    line += "".join(f", {o['class']} ({o['prob']:.2f})" for o in others)
+    if result["points"] < FEW_POINTS:
+        line += f"  [only {result['points']} points]"
+    return line
 
 
 class Results(list):
@@ -177,6 +234,9 @@ def main(args: argparse.Namespace) -> Results:
     for flag in ("num_points", "topk", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.num_points > MAX_NUM_POINTS:
+        raise UsageError(f"--num_points {args.num_points} is more than the {MAX_NUM_POINTS:,} points this tool "
+                         f"takes per object (the depth maps are 224 x 224 pixels: more points only take memory)")
     try:
         views = classifier_views(args.views, args.projection, args.ckpt, args.fewshot_ckpt, bool(args.view_weights))
     except ValueError as e:  # the classifier's own check, before any work
@@ -192,22 +252,46 @@ def main(args: argparse.Namespace) -> Results:
     amp = amp_dtype(args.amp, device)
     seed_everything(args.seed)
 
-    # read every file first: bad ones are reported before the long work
+    # files are read in a background thread while the encoder works; bad ones are reported as they
+    # come, and nothing long starts before the first readable one
     files, failures = find_cloud_files(args.paths)
     for problem in failures:
         print(f"error: {problem}", file=sys.stderr)
-    clouds, paths = [], []
-    for path in tqdm(files, desc="reading", leave=False, disable=len(files) < 20):
-        try:
-            clouds.append(torch.from_numpy(load_cloud(path, args.num_points, seed=args.seed,
-                                                      fps_device=str(device))))
-            paths.append(path)
-        except DataError as err:
-            print(f"error: {err} (skipped)", file=sys.stderr)
-            failures.append(str(err))
-    if not clouds:
-        raise UsageError(f"no readable point cloud among {' '.join(args.paths)} (formats: {' '.join(SUFFIXES)})")
+    reader = CloudReader(files, args.num_points, args.seed, str(device), ahead=2 * args.batch_size)
+    try:
+        return _classify(args, reader, failures, classes, prompts, sentences, views, weights, device, amp)
+    finally:
+        reader.close()
 
+
+def _classify(args, reader: CloudReader, failures: List[str], classes, prompts, sentences, views, weights,
+              device, amp) -> Results:
+    """The loop of main: read, batch clouds of one size, classify, print and write as results come."""
+    files = reader.files
+    # on a terminal only (None): the bar counts files read, sampled and normalised
+    progress = tqdm(total=len(files), desc="classify", unit="file", leave=False, file=sys.stderr,
+                    disable=True if len(files) < 2 else None)
+    inputs = iter(reader)
+    paths, clouds = [], []
+
+    def next_cloud() -> bool:
+        """Read up to the next readable file; False at the end."""
+        for path, item in inputs:
+            progress.update()
+            if isinstance(item, str):
+                progress.clear()
+                print(f"error: {item} (skipped)", file=sys.stderr)
+                failures.append(item)
+                continue
+            paths.append(path)
+            clouds.append(item)
+            return True
+        return False
+
+    if not next_cloud():
+        progress.close()
+        raise UsageError(f"no readable point cloud among {' '.join(map(str, args.paths))} "
+                         f"(formats: {' '.join(SUFFIXES)})")
     clip_model = load_clip(args.clip, device)
     classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
@@ -216,42 +300,73 @@ def main(args: argparse.Namespace) -> Results:
                                       encoder_transform=encoder_speed_up(args, device, args.batch_size * views))
     encoder = ("few-shot DPA " + args.fewshot_ckpt if args.fewshot_ckpt else
                "depth encoder " + args.ckpt if args.ckpt else "original CLIP")
-    print(f"{len(clouds)} objects, {len(classes)} classes, {args.projection} projection, {views} views, "
+    progress.clear()
+    print(f"{len(files)} files, {len(classes)} classes, {args.projection} projection, {views} views, "
           f"{args.up}-up, device {device}, {encoder}",
           file=sys.stderr)
     if args.save_views:
         os.makedirs(args.save_views, exist_ok=True)
-        taken = set(os.listdir(args.save_views))
 
-    # clouds of the same size go through the model together
-    by_size = defaultdict(list)
-    for i, cloud in enumerate(clouds):
-        by_size[len(cloud)].append(i)
-    batches = [ids[k:k + args.batch_size] for ids in by_size.values() for k in range(0, len(ids), args.batch_size)]
-    results: List[Optional[dict]] = [None] * len(clouds)
-    start = time.time()
-    for ids in tqdm(batches, desc="classifying", leave=False, disable=len(batches) < 2):
-        scores = classifier(torch.stack([clouds[i] for i in ids]), return_images=bool(args.save_views))
+    # Clouds of the same size go through the model together, in batches of --batch_size taken in
+    # input order (the same batches whatever the reading speed); a result line is printed as soon
+    # as every earlier object has its result, and all known ones are printed when anything fails.
+    results: List[Optional[dict]] = []
+    printed = 0
+    pending = defaultdict(list)  # cloud size -> indices waiting for a batch
+
+    def run_batch(ids: List[int]) -> None:
+        try:
+            scores = classifier(torch.stack([clouds[i] for i in ids]), return_images=bool(args.save_views))
+        except MemoryError:
+            raise UsageError(f"out of memory classifying {len(ids)} clouds of {len(clouds[ids[0]])} points "
+                             f"(from {paths[ids[0]]}); lower --batch_size or --num_points") from None
         for row, i in enumerate(ids):
-            results[i] = {"file": str(paths[i]), "points": len(clouds[i]),
-                          "top": [{"class": c, "prob": round(p, 4)}
-                                  for c, p in classifier.top(scores.probs[row], args.topk)],
-                          "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
+            result = {"file": str(paths[i]), "points": len(clouds[i]),
+                      "top": [{"class": c, "prob": round(p, 4)}
+                              for c, p in classifier.top(scores.probs[row], args.topk)],
+                      "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
+            results[i] = result
+            clouds[i] = None  # the cloud is no longer needed
             if args.save_views:
-                png = os.path.join(args.save_views, view_png_name(paths[i], taken))
-                Image.fromarray(depth_grid(scores.images[row], clip_normalised=args.projection == "depth")).save(png)
-                results[i]["views_png"] = png
+                grid = depth_grid(scores.images[row], clip_normalised=args.projection == "depth")
+                result["views_png"] = write_new_file(args.save_views, f"{paths[i].name}.png",
+                                                     lambda f: Image.fromarray(grid).save(f, format="PNG"),
+                                                     "--save_views")
 
-    for result in results:
-        best, *others = result["top"]
-        line = f"{result['file']}: {best['class']} (p={best['prob']:.2f})"
-        line += "".join(f", {o['class']} ({o['prob']:.2f})" for o in others)
-        if result["points"] < FEW_POINTS:
-            line += f"  [only {result['points']} points]"
-        print(line)
+    def print_ready() -> None:
+        nonlocal printed
+        progress.clear()
+        while printed < len(results) and results[printed] is not None:
+            print_line(result_line(results[printed]))
+            printed += 1
+        progress.refresh()
+
+    start = time.time()
+    try:
+        more = True
+        while more:
+            i = len(results)
+            results.append(None)
+            group = pending[len(clouds[i])]
+            group.append(i)
+            if len(group) == args.batch_size:
+                run_batch(group)
+                group.clear()
+                print_ready()
+            more = next_cloud()
+        for group in pending.values():
+            if group:
+                run_batch(group)
+    finally:
+        progress.close()
+        print_ready()
+        for result in results[printed:]:  # after a failure: the later results already known
+            if result is not None:
+                print_line(result_line(result))
+    results = [r for r in results if r is not None]
     print(f"classified {len(results)} objects in {time.time() - start:.1f}s", file=sys.stderr)
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_write(args.json, "--json") as f:
             json.dump(results, f, indent=1)
         print(f"wrote {args.json}", file=sys.stderr)
     if failures:

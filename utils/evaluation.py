@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from utils import distributed
+from utils.outputs import atomic_write
 from utils.scoring import zeroshot_logits
 
 
@@ -97,12 +98,14 @@ def print_report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[st
     return overall
 
 
-def write_predictions(path: str, files: Sequence[str], labels: np.ndarray, preds: np.ndarray) -> None:
-    """CSV with header file,label,pred and one row per object, in dataset order."""
+def write_predictions(path: str, files: Sequence[str], labels: np.ndarray, preds: np.ndarray,
+                      flag: str = "--save_predictions") -> None:
+    """CSV with header file,label,pred and one row per object, in dataset order. UTF-8, with the
+    bytes of undecodable file names kept; written to a temporary file and renamed (utils.outputs)."""
     if len(files) != len(labels):
         raise ValueError(f"{len(files)} file names for {len(labels)} predictions")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with atomic_write(path, flag, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "label", "pred"])
         for name, label, pred in zip(files, labels, preds):

@@ -1,14 +1,42 @@
 """Text side of zero-shot classification: prompt features from class names, templates or sentence
 ensembles."""
-from typing import Mapping, Sequence, Union
+import string
+from typing import List, Mapping, Sequence, Union
 
 import clip
 import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 
+from utils.errors import UsageError
+
 # the paper's prompt: "image of a " + class name
 PROMPT_TEMPLATE = "image of a {}"
+
+
+def check_template(template: str, class_names: Sequence[str], flag: str = "--template") -> List[str]:
+    """The prompts of `template` for `class_names`; a UsageError naming `flag` unless the template
+    holds exactly one `{}` replacement field and gives distinct classes distinct prompts (so that
+    `"image of a {{}}"`, a template without the name, is refused, not scored as uniform)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as e:  # an unmatched { or }
+        raise UsageError(f'{flag} "{template}": not a valid template ({e}); expected one {{}} for the class '
+                         f'name, {{{{ and }}}} for literal braces') from None
+    if fields != [""]:
+        named = ", ".join("{" + f + "}" for f in fields) or "no field"
+        raise UsageError(f'{flag} must hold exactly one {{}} for the class name and no other field '
+                         f'({{{{ and }}}} for literal braces), got "{template}" with {named}')
+    probes = ["\x00a", "\x00b"]  # two names no class has: the name must change the prompt
+    try:
+        prompts = [template.format(name) for name in [*class_names, *probes]]
+    except (ValueError, TypeError, KeyError, IndexError) as e:  # e.g. a format spec a string cannot take
+        raise UsageError(f'{flag} "{template}": cannot fill in a class name ({e})') from None
+    if len(set(prompts)) < len(prompts):
+        same = next(p for p in prompts if prompts.count(p) > 1)
+        raise UsageError(f'{flag} "{template}" gives different classes the same prompt ("{same}"); expected '
+                         f'one {{}} where the class name goes')
+    return prompts[:len(class_names)]
 
 
 @torch.no_grad()
