@@ -13,10 +13,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
+import numpy as np
 from PIL import Image
 
 from datasets.common import LAYOUTS, DataError, DatasetNotFound, PathLike, normalize
-from datasets.modelnet import ModelNet10, ModelNet40Align, ModelNet40Ply
+from datasets.mesh import read_off
+from datasets.modelnet import (ModelNet10, ModelNet40Align, ModelNet40Ply, ModelNetMeshes, ModelNetPly,
+                               read_ply_points)
 from datasets.scanobjectnn import VARIANTS, ScanObjectNN, h5_path
 from datasets.shapenet import ShapeNet55
 
@@ -63,6 +66,8 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
             loaded[split] = build(split)
         except (DatasetNotFound, DataError, ValueError, OSError) as e:  # OSError: e.g. permission denied
             report.problem(str(e))
+        except MemoryError:
+            report.problem(f"{label} {split}: out of memory while opening it")
     for split, ds in loaded.items():
         details.append(f"{split}: {_per_class(ds.labels, names)}")
         if not quick:
@@ -71,6 +76,8 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
                     read(ds, i)
                 except (DataError, OSError) as e:
                     report.problem(str(e))
+                except MemoryError:
+                    report.problem(f"{label} {split} item {i}: out of memory while reading it")
     counts = "  ".join(f"{split} {len(ds)}" for split, ds in loaded.items()) or "no readable split"
     state = "ok" if report.n_problems == before else "problem"
     report.status(label, state, f"{counts}  ({len(names)} classes)")
@@ -78,12 +85,38 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
         report.detail(text)
 
 
+def _check_normalised(points, source) -> None:
+    """Every point of `points`, centred and scaled, must be finite and the farthest at radius 1
+    (a cloud whose coordinates overflow the normalisation would otherwise pass as zeros)."""
+    normalised = normalize(points, source)
+    radius = np.sqrt((normalised.astype(np.float64) ** 2).sum(axis=1)).max()
+    if not np.isfinite(normalised).all() or abs(radius - 1) > 1e-3:
+        raise DataError(f"{source}: coordinates cannot be normalised (their magnitude, up to "
+                        f"{np.abs(np.asarray(points, dtype=np.float64)).max():.3g}, overflows)")
+
+
+def _every_point(ds, i: int):
+    """(all points or mesh vertices of item i as stored, file) for the loaders that read a sample."""
+    if isinstance(ds, ModelNetPly):
+        return read_ply_points(ds.paths[i]), ds.paths[i]
+    if isinstance(ds, ModelNetMeshes):
+        vertices, faces = ds.cache.load(ds.paths[i])[:2] if ds.cache is not None else read_off(ds.paths[i])
+        return vertices[np.unique(faces)], ds.paths[i]
+    if isinstance(ds, ShapeNet55):
+        path = ds.pc_dir / ds.files[i]
+        return np.load(path, allow_pickle=False), path  # ds[i] has checked that it reads
+    return None, None
+
+
 def _read_item(ds, i: int) -> None:
     ds[i]  # reads, samples and normalises; raises DataError naming the file
+    points, source = _every_point(ds, i)  # every point, not the sample only
+    if points is not None:
+        _check_normalised(points, source)
 
 
 def _read_scan(ds, i: int) -> None:
-    normalize(ds.data[ds.ids[i]], f"{ds.path}[{ds.ids[i]}]")  # no FPS: only the data matter here
+    _check_normalised(ds.data[ds.ids[i]], f"{ds.path}[{ds.ids[i]}]")  # no FPS: only the data matter here
 
 
 def check_rendering(report: Report, root: Path, quick: bool) -> None:

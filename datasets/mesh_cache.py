@@ -4,7 +4,9 @@ cumulative face areas in one binary file; later reads, in any process, memory-ma
 An entry is named by a hash of the mesh's absolute path and records the file's size and
 modification time; it is served only when all three match and its checksum is right, otherwise it
 is rebuilt from the .off file. Entries are written to a temporary file and renamed into place, so a
-reader never sees half an entry.
+reader never sees half an entry; a temporary left by a killed write is removed when the cache is
+next prepared. Only regular files are read (a FIFO or a symlink in the folder is rebuilt over, never
+opened or followed), and a header that does not fit the file is corrupt.
 
 Entry layout: 8-byte magic, 8-byte little-endian header length, a JSON header (key, counts,
 checksum), padding to 64 bytes, then vertices (V, 3) float64, faces (F, 3) int64 and cumulative
@@ -13,7 +15,11 @@ areas (F,) float64, all little-endian.
 import hashlib
 import json
 import os
+import re
+import secrets
+import stat
 import tempfile
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -27,6 +33,10 @@ from datasets.mesh import cumulative_areas, read_off
 MAGIC = b"C2PMESH1"
 _ALIGN = 64
 _LAYOUT = (("vertices", "<f8", 3), ("faces", "<i8", 3), ("cum_areas", "<f8", 0))
+_MAX_HEADER = 1 << 16  # a real header is about 200 bytes: anything longer is corrupt
+# `.<entry>.<pid>.<random>.tmp`, what write_entry writes before the rename
+_TEMPORARY = re.compile(r"^\.[0-9a-f]{40}\.mesh\.(?:(\d+)\.)?[^.]+\.tmp$")
+_ABANDONED_AFTER_S = 3600  # a temporary of a process that may live elsewhere (shared folder) is kept this long
 
 
 def default_cache_dir() -> Path:
@@ -61,6 +71,7 @@ class MeshCache:
         fd, probe = tempfile.mkstemp(dir=self.folder, prefix=".probe-")
         os.close(fd)
         os.unlink(probe)
+        remove_abandoned_temporaries(self.folder)
 
     def entry_path(self, path: PathLike) -> Path:
         digest = hashlib.sha1(os.path.abspath(path).encode("utf-8", "surrogatepass")).hexdigest()
@@ -109,7 +120,8 @@ def write_entry(entry: PathLike, key: dict, vertices: np.ndarray, faces: np.ndar
     start = -(-(len(MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
     header = header.ljust(start - len(MAGIC) - 8)
     entry = Path(entry)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=f".{entry.name}.", suffix=".tmp")
+    tmp = entry.parent / f".{entry.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + len(header).to_bytes(8, "little") + header)
@@ -126,13 +138,21 @@ def read_entry(entry: PathLike, key: dict) -> Optional[Tuple[np.ndarray, np.ndar
     """The arrays of `entry` when it exists, belongs to `key` and is intact; None otherwise
     (missing, stale, truncated, corrupt or unreadable: the caller rebuilds it)."""
     try:
-        with open(entry, "rb") as f:
+        # non-blocking and not through a symlink: a FIFO or a device planted here is never waited on
+        fd = os.open(entry, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
             prefix = f.read(len(MAGIC) + 8)
             if len(prefix) < len(MAGIC) + 8 or prefix[:len(MAGIC)] != MAGIC:
                 return None
             header_len = int.from_bytes(prefix[len(MAGIC):], "little")
+            if header_len > min(_MAX_HEADER, size - len(MAGIC) - 8):
+                return None
             header = json.loads(f.read(header_len))
-            size = os.fstat(f.fileno()).st_size
+            if not isinstance(header, dict):
+                return None
         if header.get("key") != key:
             return None
         offset = len(MAGIC) + 8 + header_len
@@ -152,3 +172,38 @@ def read_entry(entry: PathLike, key: dict) -> Optional[Tuple[np.ndarray, np.ndar
         return tuple(arrays)
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
+
+
+def remove_abandoned_temporaries(folder: PathLike) -> int:
+    """Remove the temporaries of entry writes that were killed before their rename: those of a
+    process that no longer runs on this machine, and any older than an hour. Returns how many."""
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if not match:
+            continue
+        path = os.path.join(folder, name)
+        try:
+            info = os.lstat(path)
+            pid = int(match.group(1)) if match.group(1) else None
+            if (pid is None or pid == os.getpid() or _running(pid)) and time.time() - info.st_mtime < _ABANDONED_AFTER_S:
+                continue
+            os.unlink(path)
+            removed += 1
+        except OSError:  # gone already, or not ours to remove: harmless
+            continue
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True

@@ -33,8 +33,15 @@ def read_h5(path: PathLike, num_classes: int = len(SCANOBJECTNN_CLASSES)) -> Tup
         with h5py.File(path, "r") as f:
             if "data" not in f or "label" not in f:
                 raise DataError(f"{path}: h5 file must hold datasets 'data' and 'label', has {sorted(f.keys())}")
-            data = np.asarray(f["data"][:], dtype=np.float32)
-            label = np.asarray(f["label"][:]).reshape(-1)
+            for name, kinds, what in (("data", "fiu", "numbers"), ("label", "iuf", "integers")):
+                item = f[name]
+                if not isinstance(item, h5py.Dataset):
+                    raise DataError(f"{path}: '{name}' must be a dataset of {what}, got a {type(item).__name__.lower()}")
+                if item.dtype.kind not in kinds or item.shape is None or len(item.shape) == 0:
+                    shape = "a scalar" if item.shape == () else f"shape {item.shape}"
+                    raise DataError(f"{path}: '{name}' must be an array of {what}, got {shape} of dtype {item.dtype}")
+            data = np.asarray(f["data"][()], dtype=np.float32)
+            label = np.asarray(f["label"][()]).reshape(-1)
     except OSError as e:
         raise DataError(f"{path}: cannot read h5 file ({e})") from e
     if data.ndim != 3 or data.shape[2] != 3 or data.shape[0] == 0 or data.shape[1] == 0:

@@ -52,6 +52,12 @@ def load_cloud(path: Path, num_points: int, rng: np.random.Generator) -> np.ndar
         raise DataError(f"{path}: expected an array of shape (P, 3), got {cloud.shape}")
     if len(cloud) < num_points:
         raise DataError(f"{path}: has {len(cloud)} points, fewer than num_points={num_points}")
+    if not np.issubdtype(cloud.dtype, np.number):
+        raise DataError(f"{path}: expected numbers, got an array of dtype {cloud.dtype}")
+    finite = np.isfinite(cloud).all(axis=1)
+    if not finite.all():  # checked on every point, not only the drawn ones: found on the first read
+        bad = np.flatnonzero(~finite)
+        raise DataError(f"{path}: {len(bad)} points with NaN or infinite coordinates, first row {bad[0]}")
     return normalize(cloud[rng.choice(len(cloud), num_points, replace=False)], path)
 
 
