@@ -182,6 +182,29 @@ def render_shapenet(shapenet_core: PathLike, out: PathLike, lists: Sequence[Path
     return rendered, skipped, failures
 
 
+def check_flags(args: argparse.Namespace) -> Optional[str]:
+    """The one-line problem of the flags, before any work, or None."""
+    if args.command == "export-ply":
+        if args.num_points < 1:
+            return f"--num_points must be >= 1, got {args.num_points}"
+        if not 0 <= args.seed < 2 ** 32:
+            return f"--seed must be in 0..{2 ** 32 - 1}, got {args.seed}"
+        out = args.out if args.out is not None else os.path.join(args.data_root, EXPORTABLE[args.dataset][1])
+    else:
+        if args.image_size < 1:
+            return f"--image_size must be >= 1, got {args.image_size}"
+        out = args.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out} is a file; expected a folder"
+    folder = os.path.abspath(out)
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        flag = "--out" if args.out is not None else "--data_root"
+        return f"{flag} {out}: cannot write there ({folder} is not a writable folder)"
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m datasets.prepare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,6 +225,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     r.add_argument("--no_textures", action="store_true", help="plain grey meshes, ignore materials")
     args = parser.parse_args(argv)
+    problem = check_flags(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         if args.command == "export-ply":
             out = export_ply(args.data_root, args.dataset, args.out, args.num_points, args.seed, args.partition)
@@ -211,6 +238,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                       args.device, not args.no_textures)
     except (DatasetNotFound, FileNotFoundError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a folder made read-only meanwhile: no traceback
+        print(f"error: {e.filename or args.out}: cannot write ({e.strerror or e}; --out)", file=sys.stderr)
         return 2
     print(f"rendered {rendered} objects, skipped {skipped} already complete, {len(failures)} failed")
     for line in failures:

@@ -46,9 +46,20 @@ def add_view_arguments(parser: argparse.ArgumentParser, views_help: str,
     """--views (the view set, 10 by default) and the learnable view selector's --dim and --model,
     as the two training scripts take them."""
     parser.add_argument("--views", type=int, default=10, choices=[6, 10], help=views_help)
-    parser.add_argument("--dim", type=int, default=0, help=dim_help)
+    parser.add_argument("--dim", type=non_negative_int, default=0, help=dim_help)
     parser.add_argument("--model", default="PointNet", choices=["PointNet", "DGCNN"],
                         help="shape extractor of the learnable view selector (default PointNet)")
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count that may be 0 (a bad value is the parser's one-line error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace,

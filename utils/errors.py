@@ -17,9 +17,21 @@ class UserError(Exception):
 
     def __init__(self, *args):
         if len(args) == 1 and isinstance(args[0], str) and _WORKER_TRACE.match(args[0]):
-            last = args[0].rstrip("\n").splitlines()[-1]  # "<module.Type>: <message>"
-            args = (last.split(": ", 1)[1] if ": " in last else last,)
+            args = (_original_message(args[0], type(self)),)
         super().__init__(*args)
+
+
+def _original_message(trace: str, cls: type) -> str:
+    """The message of the exception at the end of a worker's trace, which ends with the line
+    "<module.Type>: <message>", where the message may itself hold newlines (a file name can)."""
+    trace = trace[:-1] if trace.endswith("\n") else trace
+    heads = [f"\n{cls.__module__}.{cls.__qualname__}: ", f"\n{cls.__qualname__}: "]
+    found = [(trace.rfind(head), head) for head in heads if trace.rfind(head) >= 0]
+    if found:
+        at, head = max(found, key=lambda f: (f[0], -len(f[1])))
+        return trace[at + len(head):]
+    last = trace.splitlines()[-1]  # "<module.Type>: <message>"
+    return last.split(": ", 1)[1] if ": " in last else last
 
 
 class UsageError(UserError, ValueError):
