@@ -23,8 +23,13 @@ def read_list(path: Path) -> List[Tuple[str, int]]:
     """(`<synset>-<model>` id, label) of each line `<synset>-<model>.npy` of a ShapeNet-55 list,
     leaving out the ten objects the renderings lack."""
     items = []
-    with open(path, "r") as f:
-        for number, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {raw[e.start]:#04x}); expected lines "
+                                f"<synset>-<model>.npy") from None
             line = line.strip()
             if not line:
                 continue

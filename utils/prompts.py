@@ -34,7 +34,7 @@ def check_template(template: str, class_names: Sequence[str], flag: str = "--tem
         raise UsageError(f'{flag} "{template}": cannot fill in a class name ({e})') from None
     if len(set(prompts)) < len(prompts):
         same = next(p for p in prompts if prompts.count(p) > 1)
-        raise UsageError(f'{flag} "{template}" gives different classes the same prompt ("{same}"); expected '
+        raise UsageError(f'{flag} "{template}" gives different classes the same prompt {same!r}; expected '
                          f'one {{}} where the class name goes')
     return prompts[:len(class_names)]
 
