@@ -86,7 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--topk", type=int, default=3, help="classes printed per object (default 3)")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--save_views", default=None, metavar="DIR",
-                        help="write each object's depth-map grid as DIR/<file name>.png")
+                        help="write each object's depth-map grid as a new DIR/<file name>.png (the next free "
+                             "<file name>.<k>.png when taken: nothing there is replaced; docs/outputs.md)")
     parser.add_argument("--batch_size", type=int, default=32, help="objects per batch (default 32)")
     parser.add_argument("--clip", default="ViT-B/32",
                         help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
