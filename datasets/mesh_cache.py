@@ -190,7 +190,8 @@ def remove_abandoned_temporaries(folder: PathLike) -> int:
         try:
             info = os.lstat(path)
             pid = int(match.group(1)) if match.group(1) else None
-            if (pid is None or pid == os.getpid() or _running(pid)) and time.time() - info.st_mtime < _ABANDONED_AFTER_S:
+            young = time.time() - info.st_mtime < _ABANDONED_AFTER_S
+            if young and (pid is None or pid == os.getpid() or _running(pid)):
                 continue
             os.unlink(path)
             removed += 1

@@ -36,7 +36,8 @@ def read_h5(path: PathLike, num_classes: int = len(SCANOBJECTNN_CLASSES)) -> Tup
             for name, kinds, what in (("data", "fiu", "numbers"), ("label", "iuf", "integers")):
                 item = f[name]
                 if not isinstance(item, h5py.Dataset):
-                    raise DataError(f"{path}: '{name}' must be a dataset of {what}, got a {type(item).__name__.lower()}")
+                    raise DataError(f"{path}: '{name}' must be a dataset of {what}, "
+                                    f"got a {type(item).__name__.lower()}")
                 if item.dtype.kind not in kinds or item.shape is None or len(item.shape) == 0:
                     shape = "a scalar" if item.shape == () else f"shape {item.shape}"
                     raise DataError(f"{path}: '{name}' must be an array of {what}, got {shape} of dtype {item.dtype}")

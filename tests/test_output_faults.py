@@ -14,19 +14,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
 from torch.utils.data import DataLoader, Dataset
 
 import classify
 from datasets import check as data_check
 from datasets import prepare
-from datasets.mesh_cache import MAGIC, MeshCache, read_entry, write_entry
+from datasets.mesh_cache import MAGIC, MeshCache, read_entry
 from datasets.modelnet import write_ply_points
 from datasets.scanobjectnn import read_h5
 from datasets.shapenet import ShapeNet55
 from utils import outputs
 from utils.cli import run
-from utils.errors import DataError, UsageError
+from utils.errors import DataError
 from utils.evaluation import write_predictions
 from utils.outputs import OutputError, atomic_write, fit_name, write_new_file
 
@@ -210,6 +209,7 @@ def test_undecodable_names_under_pythonioencoding_utf8(tmp_path, tiny_clip_path)
     raw_name = b"caf\xe9.npy"
     np.save(os.path.join(folder, raw_name).decode("utf-8", "surrogateescape"), cloud())
     path = os.fsdecode(os.path.join(folder, raw_name))
+    before = tree(tmp_path)
     result = subprocess.run([sys.executable, "classify.py", path, "--classes", CLASSES, "--clip", tiny_clip_path,
                              "--device", "cpu", "--json", str(tmp_path / "out.json"),
                              "--save_views", str(tmp_path / "views")],
@@ -221,6 +221,7 @@ def test_undecodable_names_under_pythonioencoding_utf8(tmp_path, tiny_clip_path)
         entry = json.load(f)[0]
     assert os.fsencode(entry["file"]) == os.path.join(folder, raw_name)
     assert os.listdir(os.path.join(folder, b"views")) == [raw_name + b".png"]
+    assert outside(before, tree(tmp_path), "views", "out.json") == {}
 
 
 # --- flags and memory ---------------------------------------------------------------------------------
@@ -233,6 +234,7 @@ def test_undecodable_names_under_pythonioencoding_utf8(tmp_path, tiny_clip_path)
     (["--template", "a {0} {}"], 'error: --template must hold exactly one {} for the class name'),
     (["--template", "a {:.1}", "--classes", "xbox,xylophone"],
      "error: --template \"a {:.1}\" gives different classes the same prompt 'a x'"),
+    (["--json", "LONG"], "error: --json LONG: the file name is 300 bytes long, more than the 255"),
     (["--classes_file", "LATIN1"], "error: --classes_file LATIN1: not UTF-8 text (byte 0xe9 at offset 3)"),
     (["--prompts_file", "DUPLICATES"], "error: --prompts_file DUPLICATES: cannot read JSON (class 'xbox' is given "
                                        "more than once)"),
@@ -241,9 +243,11 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, a
     np.save(tmp_path / "c.npy", cloud())
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\nxbox\n")
     (tmp_path / "dup.json").write_text('{"xbox": ["an xbox"], "wardrobe": "a wardrobe", "xbox": ["a console"]}')
-    files = {"LATIN1": str(tmp_path / "latin1.txt"), "DUPLICATES": str(tmp_path / "dup.json")}
+    files = {"LATIN1": str(tmp_path / "latin1.txt"), "DUPLICATES": str(tmp_path / "dup.json"),
+             "LONG": str(tmp_path / ("r" * 295 + ".json"))}
     argv = [files.get(a, a) for a in argv]
-    line = line.replace("LATIN1", files["LATIN1"]).replace("DUPLICATES", files["DUPLICATES"])
+    for word, path in files.items():
+        line = line.replace(word, path)
     if not any(a in ("--classes", "--classes_file", "--prompts_file") for a in argv):
         argv += ["--classes", CLASSES]
     monkeypatch.setattr(classify, "load_clip", lambda *a, **k: pytest.fail("CLIP loaded despite a bad flag"))

@@ -94,6 +94,10 @@ def check_output_file(path: Optional[str], flag: str) -> None:
         return
     if os.path.isdir(path):
         raise UsageError(f"{flag} {path} is a folder; expected a file name")
+    name = os.fsencode(os.path.basename(path))
+    if len(name) > 255:  # the common file-system limit (NAME_MAX): the write at the end would fail
+        raise UsageError(f"{flag} {path}: the file name is {len(name)} bytes long, more than the 255 a file "
+                         f"system takes")
     if os.path.exists(path):
         if not os.access(path, os.W_OK):
             raise UsageError(f"{flag} {path}: the file exists and cannot be written")
