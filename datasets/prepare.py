@@ -22,6 +22,7 @@ from tqdm import tqdm
 from datasets.common import DataError, DatasetNotFound, PathLike
 from datasets.modelnet import ModelNet10, ModelNet40Align, write_ply_points
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV, read_list
+from utils.outputs import OutputError, atomic_write
 
 EXPORTABLE = {"ModelNet40_Align": (ModelNet40Align, "ModelNet40_Ply"),
               "ModelNet10": (ModelNet10, "ModelNet10_Ply")}
@@ -146,9 +147,8 @@ def render_object(obj_path: Path, out_dir: Path, image_size: int = 224, device: 
     images = (images.cpu().numpy() * 255 + 0.5).astype(np.uint8)
     out_dir.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(VIEW_NAMES):
-        tmp = out_dir / f".{name}.tmp"
-        Image.fromarray(images[k]).save(tmp, format="PNG")
-        os.replace(tmp, out_dir / name)
+        with atomic_write(str(out_dir / name), "--out", mode="wb") as f:  # never through a planted link
+            Image.fromarray(images[k]).save(f, format="PNG")
 
 
 def render_shapenet(shapenet_core: PathLike, out: PathLike, lists: Sequence[PathLike] = (),
@@ -237,6 +237,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rendered, skipped, failures = render_shapenet(args.shapenet_core, args.out, args.lists, args.image_size,
                                                       args.device, not args.no_textures)
     except (DatasetNotFound, FileNotFoundError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OutputError as e:  # names the file and the flag already
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a folder made read-only meanwhile: no traceback

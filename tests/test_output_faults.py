@@ -496,3 +496,14 @@ def test_a_worker_reports_a_path_holding_a_newline(capsys):
         run(main, None)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == "error: /data/two lines.ply: cannot read the file\n"
+
+
+def test_atomic_write_onto_a_link_replaces_the_link_not_its_target(tmp_path):
+    """How --json, --save_predictions and render-shapenet's k.png treat a planted link."""
+    (tmp_path / "victim").write_text("precious")
+    os.symlink(tmp_path / "victim", tmp_path / "out.json")
+    with atomic_write(str(tmp_path / "out.json"), "--json") as f:
+        f.write("[]")
+    assert (tmp_path / "victim").read_text() == "precious"
+    assert not (tmp_path / "out.json").is_symlink() and (tmp_path / "out.json").read_text() == "[]"
+    assert sorted(os.listdir(tmp_path)) == ["out.json", "victim"]
