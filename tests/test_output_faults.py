@@ -66,7 +66,7 @@ def classify_main(capsys, *argv):
     args = classify.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu"])
     code = 0
     try:
-        run(classify.main, args)
+        run(classify.main, args, exit_code=classify.exit_code)
     except SystemExit as e:
         code = e.code
     captured = capsys.readouterr()
