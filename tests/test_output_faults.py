@@ -203,6 +203,7 @@ def test_predictions_csv_keeps_undecodable_file_names(tmp_path, monkeypatch):
     assert (tmp_path / "p.csv").read_bytes() == raw and os.listdir(tmp_path) == ["p.csv"]
 
 
+@pytest.mark.slow
 def test_undecodable_names_under_pythonioencoding_utf8(tmp_path, tiny_clip_path):
     """A real process: the result line goes through a real strict UTF-8 stdout."""
     folder = os.fsencode(tmp_path)
