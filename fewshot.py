@@ -17,7 +17,6 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ModelNet40Ply
@@ -38,6 +37,7 @@ from utils.evaluation import accuracy, predict_all, print_report, write_predicti
 from utils.resume import model_flags, read_resume, resume, save_last
 from utils.run_folder import check_run_folder, open_run
 from utils.seeding import reseed_per_rank, seed_everything
+from utils.tensorboard_writer import SummaryWriter
 
 
 def get_args_parser() -> argparse.ArgumentParser:

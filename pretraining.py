@@ -15,7 +15,6 @@ import time
 
 import torch
 import torch_optimizer
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
@@ -34,6 +33,7 @@ from utils.evaluation import zeroshot_accuracy
 from utils.resume import model_flags, read_resume, resume, save_last
 from utils.run_folder import check_run_folder, open_run
 from utils.seeding import reseed_per_rank, seed_everything
+from utils.tensorboard_writer import SummaryWriter
 
 
 def get_args_parser() -> argparse.ArgumentParser:

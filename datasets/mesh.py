@@ -4,7 +4,6 @@ import re
 from typing import Optional, Tuple
 
 import numpy as np
-from trimesh.exchange.off import load_off
 
 from datasets.common import DataError, PathLike
 
@@ -79,6 +78,8 @@ def read_off(path: PathLike, require_final_newline: bool = True) -> Tuple[np.nda
     try:
         parsed = _parse_triangle_off(text)
         if parsed is None:  # comments, colours, polygons: trimesh's general reader
+            from trimesh.exchange.off import load_off  # trimesh loads in a third of a second: when needed
+
             _check_line_count(text)
             mesh = load_off(io.StringIO(text))
             parsed = mesh["vertices"], mesh["faces"]

@@ -5,7 +5,6 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
-from trimesh.exchange.ply import load_ply
 
 from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES,
                                  MODELNET40_PROMPTS)
@@ -94,6 +93,8 @@ def read_ply_points(path: PathLike) -> np.ndarray:
 
     The ModelNet40_Ply path the parity checks cover, kept as it is; users' files of any kind go
     through datasets.readers (plyfile)."""
+    from trimesh.exchange.ply import load_ply  # trimesh loads in a third of a second: when needed
+
     try:
         with open(path, "rb") as f:
             loaded = load_ply(f)

@@ -2,7 +2,6 @@
 from pathlib import Path
 from typing import Optional, Tuple
 
-import h5py
 import numpy as np
 import torch
 
@@ -29,6 +28,8 @@ def h5_path(data_root: PathLike, variant: str, partition: str) -> Path:
 
 def read_h5(path: PathLike, num_classes: int = len(SCANOBJECTNN_CLASSES)) -> Tuple[np.ndarray, np.ndarray]:
     """Datasets `data` (M, P, 3) float32 and `label` (M,) int64 of a ScanObjectNN file, checked."""
+    import h5py  # only where ScanObjectNN is read
+
     try:
         with h5py.File(path, "r") as f:
             if "data" not in f or "label" not in f:

@@ -8,12 +8,11 @@ Dual-Path Adapter's features) as a library call.
 """
 import copy
 from dataclasses import dataclass
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn as nn
-from clip.model import CLIP
 
 from models.dpa import DPA
 from models.views import encode_views
@@ -22,6 +21,9 @@ from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_stric
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
 from utils.scoring import sum_views, view_similarities
+
+if TYPE_CHECKING:  # clip imports torchvision (seconds)
+    from clip.model import CLIP
 
 # the gravity axis of the input -> the renderer's `rot` (z-up clouds get the rotation of ModelNet)
 UP_AXES = {"z": True, "y": False}
@@ -87,7 +89,7 @@ class PointCloudClassifier(nn.Module):
     modified.
     """
 
-    def __init__(self, clip_model: CLIP, classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
+    def __init__(self, clip_model: "CLIP", classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
                  template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
                  views: Optional[int] = None, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
                  backend: str = "native", projection: str = "depth",

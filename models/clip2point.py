@@ -4,9 +4,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from lightly.loss import NTXentLoss
 
 from models.common import frozen_copy, image_tower
+from models.ntxent import nt_xent
 from models.views import view_features
 from render import Renderer, Selector, depth_views
 from utils import distributed
@@ -42,7 +42,6 @@ class CLIP2Point(nn.Module):
         # learned balance between the two losses (uncertainty weighting), a 0-dim parameter as in
         # the published checkpoints (`module.weights` has shape [])
         self.weights = nn.Parameter(torch.ones([]))
-        self.criterion = NTXentLoss(temperature=TEMPERATURE)
 
     def train(self, mode: bool = True) -> "CLIP2Point":
         super().train(mode)
@@ -65,7 +64,7 @@ class CLIP2Point(nn.Module):
             C = f1.shape[1]
             gathered = distributed.gather_with_grad(torch.cat([f1, f2, f_depth, f_img], dim=1))
             f1, f2, f_depth, f_img = gathered.split(C, dim=1)
-        return self.criterion(f_depth, f_img), self.criterion(f1, f2)
+        return nt_xent(f_depth, f_img, TEMPERATURE), nt_xent(f1, f2, TEMPERATURE)
 
     def forward(self, points: torch.Tensor, images: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
                 d: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -14,11 +14,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch_optimizer
+from lightly.loss import NTXentLoss  # the reference of models/ntxent.py
 from torch.utils.data import default_collate
 
 from datasets import ShapeNetRender
 from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
+from models.ntxent import nt_xent
 from render import Renderer
 from utils import distributed
 from utils.clip_loader import load_clip
@@ -133,6 +135,31 @@ class Items(torch.utils.data.Dataset):
         return torch.full((2, 3), float(i)), i % 3
 
 
+def ntxent_features():
+    """f1, f2, f_depth, f_img of the global batch, (GLOBAL_BATCH, 16) each."""
+    gen = torch.Generator().manual_seed(4)
+    return [torch.randn(GLOBAL_BATCH, 16, generator=gen) for _ in range(4)]
+
+
+def _ntxent_scopes(rank: int, clip_path: str) -> dict:
+    """The model's two losses and their gradients at both scopes, with lightly's NTXentLoss beside them."""
+    half = GLOBAL_BATCH // WORLD
+    out = {}
+    for scope, lightly_loss in (("global", NTXentLoss(temperature=0.07, gather_distributed=True)),
+                                ("local", NTXentLoss(temperature=0.07))):
+        model = make_model(clip_path, scope)[0]
+        mine = [f[rank * half:(rank + 1) * half].clone().requires_grad_(True) for f in ntxent_features()]
+        ours = torch.stack(model.contrastive(*mine))
+        ours.sum().backward()
+        theirs_in = [f.detach().clone().requires_grad_(True) for f in mine]
+        f1, f2, f_depth, f_img = theirs_in
+        theirs = torch.stack([lightly_loss(f_depth, f_img), lightly_loss(f1, f2)])
+        theirs.sum().backward()
+        out[scope] = {"ours": ours.detach(), "theirs": theirs.detach(),
+                      "ours_grads": [f.grad for f in mine], "theirs_grads": [f.grad for f in theirs_in]}
+    return out
+
+
 def _worker(rank: int, port: int, root: str, clip_path: str, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -144,6 +171,7 @@ def _worker(rank: int, port: int, root: str, clip_path: str, out_dir: str) -> No
         for scope in ("global", "local"):
             result[scope] = _pretrain_steps(root, clip_path, scope)
         result["adapter"] = _adapter_step(rank)
+        result["ntxent"] = _ntxent_scopes(rank, clip_path)
         loader = distributed.eval_loader(Items(7), batch_size=2, num_workers=0)
         # a "classifier" whose prediction is the item index, to check the gathered order
         labels, preds = predict_all(lambda p: torch.nn.functional.one_hot(p[:, 0, 0].long(), 7).float(), loader,
@@ -246,6 +274,25 @@ def test_local_scope_is_the_mean_of_the_half_batch_losses(two_process_run, tiny_
         if step == 0:
             assert_close_dicts(ranks[0]["local"]["grads"], trained_grads(model), rtol=1e-4, atol=1e-7)
         optimizer.step()
+
+
+def test_ntxent_scopes_match_lightly(two_process_run):
+    """Global scope: every process has the loss of the whole batch, which is the mean of lightly's
+    gathered per-process losses, with the same gradients. Local scope: lightly on each slice."""
+    _, ranks = two_process_run
+    for r in ranks:
+        torch.testing.assert_close(r["ntxent"]["local"]["ours"], r["ntxent"]["local"]["theirs"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(r["ntxent"]["global"]["ours"], ranks[0]["ntxent"]["global"]["ours"], rtol=0, atol=0)
+        for scope in ("global", "local"):
+            for ours, theirs in zip(r["ntxent"][scope]["ours_grads"], r["ntxent"][scope]["theirs_grads"]):
+                torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+    lightly_mean = sum(r["ntxent"]["global"]["theirs"] for r in ranks) / WORLD
+    torch.testing.assert_close(ranks[0]["ntxent"]["global"]["ours"], lightly_mean, rtol=0, atol=1e-6)
+    # and the global loss is the loss of one process with the whole batch
+    f1, f2, f_depth, f_img = ntxent_features()
+    one = torch.stack([nt_xent(f_depth, f_img, 0.07), nt_xent(f1, f2, 0.07)])
+    torch.testing.assert_close(ranks[0]["ntxent"]["global"]["ours"], one, rtol=0, atol=1e-6)
+    assert abs(float(ranks[0]["ntxent"]["local"]["ours"][0] - one[0])) > 1e-2  # the scopes differ
 
 
 def test_sync_batchnorm_matches_the_global_batch(two_process_run):

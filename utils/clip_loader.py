@@ -5,11 +5,12 @@ import socket
 import urllib.error
 import warnings
 import zipfile
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-import clip
 import torch
-from clip.model import CLIP, build_model
+
+if TYPE_CHECKING:  # clip imports torchvision (seconds): only where a model is loaded
+    from clip.model import CLIP
 
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
@@ -66,12 +67,15 @@ def _read_clip_file(path: str) -> dict:
 
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cpu",
-              download_root: Optional[str] = None) -> CLIP:
+              download_root: Optional[str] = None) -> "CLIP":
     """A float32 CLIP model in eval mode on `device`.
 
     `name_or_path` is a model name of `clip.available_models()` (read from the cache, downloaded
     once) or a local checkpoint file (TorchScript archive or state dict).
     """
+    import clip
+    from clip.model import build_model
+
     name = str(name_or_path)
     root = download_root or _default_root()
     if name in clip.available_models():

@@ -1,14 +1,15 @@
 """Text side of zero-shot classification: prompt features from class names, templates or sentence
 ensembles."""
 import string
-from typing import List, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, List, Mapping, Sequence, Union
 
-import clip
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP
 
 from utils.errors import UsageError
+
+if TYPE_CHECKING:  # clip imports torchvision (seconds): only where text is encoded
+    from clip.model import CLIP
 
 # the paper's prompt: "image of a " + class name
 PROMPT_TEMPLATE = "image of a {}"
@@ -40,16 +41,18 @@ def check_template(template: str, class_names: Sequence[str], flag: str = "--tem
 
 
 @torch.no_grad()
-def encode_sentences(clip_model: CLIP, sentences: Sequence[str],
+def encode_sentences(clip_model: "CLIP", sentences: Sequence[str],
                      device: Union[str, torch.device] = "cpu") -> torch.Tensor:
     """L2-normalised CLIP text features (S, D) of `sentences`."""
+    import clip
+
     if len(sentences) == 0:
         raise ValueError("encode_sentences needs at least one sentence")
     tokens = clip.tokenize(list(sentences), truncate=True).to(device)
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
 
 
-def encode_prompts(clip_model: CLIP, class_names: Sequence[str], device: Union[str, torch.device] = "cpu",
+def encode_prompts(clip_model: "CLIP", class_names: Sequence[str], device: Union[str, torch.device] = "cpu",
                    template: str = PROMPT_TEMPLATE) -> torch.Tensor:
     """L2-normalised text features (K, D) of `template` filled with each class name."""
     if len(class_names) == 0:
@@ -57,7 +60,7 @@ def encode_prompts(clip_model: CLIP, class_names: Sequence[str], device: Union[s
     return encode_sentences(clip_model, [template.format(name) for name in class_names], device)
 
 
-def encode_prompt_ensembles(clip_model: CLIP, class_names: Sequence[str],
+def encode_prompt_ensembles(clip_model: "CLIP", class_names: Sequence[str],
                             sentences: Mapping[str, Sequence[str]],
                             device: Union[str, torch.device] = "cpu") -> torch.Tensor:
     """Text features (K, D) of sentence ensembles: for each class the normalised mean of its

@@ -1,6 +1,5 @@
 """A tiny random CLIP in the real checkpoint format, for the tests and the demo (no download)."""
 import torch
-from clip.model import CLIP, convert_weights
 
 from utils.checkpoint import save_checkpoint
 
@@ -12,6 +11,8 @@ def write_tiny_clip(path: str, seed: int = 0) -> str:
     vocabulary and context 77) but 2 layers of width 64, so it builds and runs in a blink.
     `build_model` re-infers every size from the keys (heads = width // 64 = 1).
     """
+    from clip.model import CLIP, convert_weights  # imports torchvision (seconds)
+
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.random.default_generator.manual_seed(seed)
         model = CLIP(embed_dim=512, image_resolution=224, vision_layers=2, vision_width=64,
