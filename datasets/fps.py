@@ -51,10 +51,11 @@ def farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
     if points.device.type != "cpu":
         return reference_farthest_point_sample(points, k)
     with per_object_work():  # ~17 operators of N floats per point: too small to split over threads
-        return _cpu_farthest_point_sample(points, k)
+        return blocked_farthest_point_sample(points, k)
 
 
-def _cpu_farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
+def blocked_farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
+    """`farthest_point_sample` of CPU points (B, N, 3) -> (B, k), at the caller's thread count."""
     B, N, _ = points.shape
     order = scan_order(N)  # order[0] == 0
     pts = points.detach().float()[:, order]

@@ -6,6 +6,8 @@ and `utils`; `models`; then the tools (`datasets.prepare`, `datasets.check`, `da
 `utils.cli`, `utils.cli_options`), the entry scripts at the top of the repository, `bench/` and `tests/`.
 """
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
@@ -126,3 +128,26 @@ def test_the_layer_rule_catches_upward_imports():
     assert not upward("datasets.shapenet", "render.selector") and not upward("models.dpa", "utils.amp")
     assert not upward("datasets.synthetic", "datasets.prepare") and not upward("preview", "datasets.mesh")
     assert not upward("utils.cli_options", "models.fast_encoder") and upward("utils.cli_options", "zeroshot")
+
+
+# packages that take a noticeable part of a second (or seconds) to import, loaded only on the paths
+# that use them, so that `python X.py --help` costs little more than `import torch`
+# (bench/startup.py measures it)
+HEAVY = ("lightly", "torchvision", "torch._dynamo", "clip", "pkg_resources", "pytorch3d", "tensorboard",
+         "torch.utils.tensorboard", "h5py", "trimesh", "matplotlib")
+LIGHT_SCRIPTS = ("zeroshot", "fewshot", "pretraining", "classify", "preview")
+
+
+def loaded_after(statement: str) -> List[str]:
+    code = f"import sys; {statement}; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return [m for m in done.stdout.strip().split(",") if m]
+
+
+def test_scripts_import_no_heavy_package_until_it_is_used():
+    assert loaded_after("import " + ", ".join(LIGHT_SCRIPTS)) == []
+    # demo generates its data with trimesh and h5py, and nothing else heavy
+    assert set(loaded_after("import demo")) <= {"trimesh", "h5py"}
+    # the check sees the packages when they are imported
+    assert loaded_after("import h5py, trimesh") == ["h5py", "trimesh"]

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from utils.errors import UsageError
+from utils.threads import worker_init_fn
 
 
 def launched_by_torchrun() -> bool:
@@ -132,11 +133,11 @@ def train_loader(dataset: Dataset, batch_size: int, drop_last: bool, num_workers
     pin = device.type == "cuda"
     if not is_distributed():
         return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last,
-                          num_workers=num_workers, pin_memory=pin), None
+                          num_workers=num_workers, pin_memory=pin, worker_init_fn=worker_init_fn), None
     sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed,
                                  drop_last=drop_last)
     loader = DataLoader(dataset, batch_size=per_rank_batch(batch_size), sampler=sampler, drop_last=drop_last,
-                        num_workers=num_workers, pin_memory=pin)
+                        num_workers=num_workers, pin_memory=pin, worker_init_fn=worker_init_fn)
     return loader, sampler
 
 
@@ -145,9 +146,11 @@ def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     torchrun this process's shard (items rank, rank + world_size, ...), without padding, so that
     `gather_predictions` puts together exactly the single-process predictions."""
     if not is_distributed():
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                          worker_init_fn=worker_init_fn)
     shard = Subset(dataset, list(range(rank(), len(dataset), world_size())))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      worker_init_fn=worker_init_fn)
 
 
 def gather_predictions(labels: np.ndarray, preds: np.ndarray, loader: DataLoader) -> Tuple[np.ndarray, np.ndarray]:
