@@ -72,9 +72,10 @@ def blocked_farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
     by_block = nearest.view(B, blocks, BLOCK)
     block_max = torch.empty(B, blocks, dtype=torch.float32)
     d, t = torch.empty_like(nearest), torch.empty_like(nearest)
-    rows = torch.arange(B)
     idx = torch.zeros(B, k, dtype=torch.long)
     last = torch.zeros(B, 1, dtype=torch.long)
+    block, within = torch.empty(B, 1, dtype=torch.long), torch.empty(B, 1, dtype=torch.long)
+    winner = torch.empty(B, 1, BLOCK, dtype=torch.float32)
     for i in range(1, k):
         # ((x - x0)^2 + (y - y0)^2) + (z - z0)^2, the order of the reference's sum over the last axis
         torch.sub(x, x.gather(1, last), out=d).mul_(d)
@@ -85,9 +86,11 @@ def blocked_farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
         torch.minimum(nearest, d, out=nearest)
         # the first maximum: the first block holding the maximum, then its first maximum
         torch.amax(by_block, dim=2, out=block_max)
-        block = block_max.argmax(dim=1)
-        last = (block * BLOCK + by_block[rows, block].argmax(dim=1))[:, None]
-        idx[:, i] = last[:, 0]
+        torch.argmax(block_max, dim=1, keepdim=True, out=block)
+        torch.gather(by_block, 1, block[:, :, None].expand(B, 1, BLOCK), out=winner)
+        torch.argmax(winner[:, 0], dim=1, keepdim=True, out=within)
+        last = block.mul_(BLOCK).add_(within)
+        idx[:, i:i + 1] = last
     return order[idx]
 
 
