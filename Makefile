@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast demo bench venv clean
+.PHONY: test test-fast demo bench gpu-check venv clean
 
 venv: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ bench: venv
 	$(PY) bench/loading.py
 	$(PY) bench/fewshot_epoch.py
 	$(PY) bench/encoder.py
+	$(PY) bench/fps.py
+	$(PY) bench/startup.py
+
+# on a CUDA machine with PyTorch installed: make gpu-check GPU_PYTHON=python3 GPU_CHECK="--wheels DIR"
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHON="$(GPU_PYTHON)" bash bench/gpu_check.sh $(GPU_CHECK)
 
 clean:
 	rm -rf demo_out

@@ -29,10 +29,11 @@ from utils.cli import amp_dtype  # noqa: E402
 from utils.amp import grad_scaler, optimizer_step  # noqa: E402
 
 
-def measure(batch, device: torch.device, amp: str, steps: int) -> dict:
-    """Mean step seconds and peak memory (MiB) of `steps` timed pre-training steps on `device`."""
+def measure(batch, device: torch.device, amp: str, steps: int, clip_model=None) -> dict:
+    """Mean step seconds and peak memory (MiB) of `steps` timed pre-training steps on `device` (with a
+    ViT-B/32-shaped random CLIP unless `clip_model` is given)."""
     dtype = amp_dtype(amp, device, announce=False)
-    model = CLIP2Point(clip_model=vit_b32_clip(), views=10, amp=dtype).to(device)
+    model = CLIP2Point(clip_model=clip_model or vit_b32_clip(), views=10, amp=dtype).to(device)
     optimizer = torch_optimizer.Lamb([p for p in model.parameters() if p.requires_grad], lr=0.006,
                                      weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=100, eta_min=1e-5)

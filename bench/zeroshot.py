@@ -30,9 +30,10 @@ from utils.cli import amp_dtype  # noqa: E402
 
 
 @torch.no_grad()
-def measure(args: argparse.Namespace, dataset, device: torch.device) -> Dict[str, float]:
-    """Seconds spent loading, rendering and encoding `args.objects` objects on `device`."""
-    clip_model = vit_b32_clip().to(device)
+def measure(args: argparse.Namespace, dataset, device: torch.device, clip_model=None) -> Dict[str, float]:
+    """Seconds spent loading, rendering and encoding `args.objects` objects on `device` (with a
+    ViT-B/32-shaped random CLIP unless `clip_model` is given)."""
+    clip_model = (clip_model or vit_b32_clip()).to(device)
     prompts = encode_prompts(clip_model, dataset.dataset.prompts, device)
     encoder, amp = clip_model.visual, amp_dtype(args.amp, device)
     projection = build_projection("depth", args.views, args.backend).to(device)
