@@ -8,7 +8,8 @@ Prints, per cloud size: seconds (best of --repeat, --reference_repeat for the re
 blocked one), both on one intra-op thread and on two, with the ratio to the reference on torch's
 default thread count, which is what callers got before. Every run checks that both give the same
 indices. Target: 100k points -> 1024 in at most 0.3 s on one core. CUDA rows time the device path
-(the reference itself) with the device synchronised.
+(the reference itself) with the device synchronised. Then a DataLoader whose workers do such
+per-object work, with one intra-op thread per worker (the project's policy) and with two.
 """
 import argparse
 import os
@@ -17,11 +18,12 @@ import time
 from typing import Callable, List, Tuple
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model, sync  # noqa: E402
 from datasets.fps import blocked_farthest_point_sample, reference_farthest_point_sample  # noqa: E402
-from utils.threads import intra_op_threads  # noqa: E402
+from utils.threads import intra_op_threads, worker_init_fn  # noqa: E402
 
 TARGET_S = 0.3  # 100k points -> 1024 on one core
 
@@ -65,6 +67,38 @@ def rows_for(n: int, k: int, repeat: int, reference_repeat: int, device: torch.d
     return rows
 
 
+class PerObjectWork(Dataset):
+    """Items: the plain farthest point sampling of a `points`-point cloud to 256, at the worker's
+    thread count (per-object work of many small operators, as a loader worker does)."""
+
+    def __init__(self, count: int, points: int):
+        self.clouds = [cloud(points, torch.device("cpu"), seed=i) for i in range(count)]
+
+    def __len__(self):
+        return len(self.clouds)
+
+    def __getitem__(self, i):
+        return reference_farthest_point_sample(self.clouds[i], 256)[0]
+
+
+def two_threads(worker_id: int) -> None:
+    torch.set_num_threads(2)
+
+
+def loader_rows(count: int, points: int, workers: int, repeat: int) -> List[Tuple[str, float]]:
+    """(worker threads, objects/s) of a loader over PerObjectWork with the policy and with two threads."""
+    dataset, rows = PerObjectWork(count, points), []
+    for name, init in (("1 (utils.threads.worker_init_fn)", worker_init_fn), ("2", two_threads)):
+        best = float("inf")
+        for _ in range(repeat):
+            start = time.perf_counter()
+            for _ in DataLoader(dataset, batch_size=1, num_workers=workers, worker_init_fn=init):
+                pass
+            best = min(best, time.perf_counter() - start)
+        rows.append((name, count / best))
+    return rows
+
+
 def main(args: argparse.Namespace) -> None:
     print(cpu_model())
     for device_name in args.devices.split(","):
@@ -85,6 +119,13 @@ def main(args: argparse.Namespace) -> None:
                 scaled = one[3] * 100_000 / n
                 print(f"target: 100k points in at most {TARGET_S} s on one core; blocked, one thread: "
                       f"{scaled:.3f} CPU s per 100k points ({'met' if scaled <= TARGET_S else 'NOT met'})")
+    if args.loader_objects:
+        rows = loader_rows(args.loader_objects, 20_000, args.num_workers, args.repeat)
+        print(f"\nDataLoader, {args.num_workers} workers, {args.loader_objects} objects, each the plain FPS of "
+              f"20,000 points -> 256 (best of {args.repeat})")
+        print("| intra-op threads per worker | objects/s | ratio |\n|---|---|---|")
+        for name, rate in rows:
+            print(f"| {name} | {rate:.2f} | {rate / rows[0][1]:.2f}x |")
 
 
 if __name__ == "__main__":
@@ -94,5 +135,7 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3, help="runs per row, best taken (default 3)")
     parser.add_argument("--reference_repeat", type=int, default=1,
                         help="runs per reference row (default 1: it is the slow one)")
+    parser.add_argument("--loader_objects", type=int, default=8, help="objects of the DataLoader rows (0: none)")
+    parser.add_argument("--num_workers", type=int, default=2, help="workers of the DataLoader rows (default 2)")
     parser.add_argument("--devices", default="cpu", help="comma-separated devices (default cpu)")
     main(parser.parse_args())

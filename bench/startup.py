@@ -3,7 +3,9 @@
     python bench/startup.py              # best of 3 runs per row
     python bench/startup.py --repeat 5
 
-Every row is a fresh `python` process, timed from start to exit (best of --repeat). Prints the
+Every row is a fresh `python` process, timed from start to exit: --repeat rounds that run every
+command once each, the best of each command kept (so a machine whose load changes weighs on all
+rows alike). Prints the
 CPU model, then
 - `python X.py --help` of every entry script against `python -c "import torch"` (target: within 1.5x);
 - `python classify.py mesh.off --clip vit_b32.pt` on one small mesh with a ViT-B/32-shaped
@@ -19,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from clip.model import convert_weights
@@ -60,16 +62,23 @@ def entry_scripts() -> List[str]:
     return sorted(p.name for p in REPO.glob("*.py") if "__main__" in p.read_text())
 
 
-def timed(argv: List[str], repeat: int) -> float:
-    """Best wall seconds of `repeat` runs of `python argv...` in the repository; the run must succeed."""
-    best = float("inf")
+def run_once(argv: List[str]) -> float:
+    """Wall seconds of one `python argv...` in the repository; the run must succeed."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return elapsed
+
+
+def best_of(commands: Dict[str, List[str]], repeat: int) -> Dict[str, float]:
+    """Best seconds of each command over `repeat` rounds; a round runs every command once, so that
+    a machine that gets busier or quieter weighs on all commands alike."""
+    best = {name: float("inf") for name in commands}
     for _ in range(repeat):
-        start = time.perf_counter()
-        done = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True)
-        elapsed = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-        best = min(best, elapsed)
+        for name, argv in commands.items():
+            best[name] = min(best[name], run_once(argv))
     return best
 
 
@@ -91,33 +100,33 @@ def table(title: str, base_name: str, base: float, rows: List[Tuple[str, float]]
 
 def main(args: argparse.Namespace) -> None:
     print(cpu_model())
-    print(f"(each row: best of {args.repeat} fresh processes; a busy machine inflates every row alike)")
-    torch_s = timed(["-c", "import torch"], args.repeat)
-    helps = [(f"{script} --help", timed([script, "--help"], args.repeat)) for script in entry_scripts()]
-    table("--help of every script", 'python -c "import torch"', torch_s, helps, targets=True)
-
+    print(f"(each row: the best of {args.repeat} rounds of fresh processes)")
     with tempfile.TemporaryDirectory() as tmp:
         ckpt, mesh = os.path.join(tmp, "vit_b32.pt"), os.path.join(tmp, "cube.off")
         write_vit_b32_checkpoint(ckpt)
         Path(mesh).write_text(CUBE_OFF)
-        read = f"import torch; torch.load({ckpt!r}, map_location='cpu', weights_only=True)"
-        base = timed(["-c", read], args.repeat)
-        steps = [
-            ("import torch + clip (torchvision)", timed(["-c", "import torch, clip"], args.repeat)),
-            ("import torch + load_clip(checkpoint): read and build the tower",
-             timed(["-c", f"from utils.clip_loader import load_clip; load_clip({ckpt!r})"], args.repeat)),
-        ]
-        classify = timed(["classify.py", mesh, "--classes", "chair,table,lamp", "--clip", ckpt, "--device", "cpu"],
-                         args.repeat)
+        torch_row, read_row = 'python -c "import torch"', "import torch + read the checkpoint"
+        commands = {torch_row: ["-c", "import torch"]}
+        commands.update({f"{script} --help": [script, "--help"] for script in entry_scripts()})
+        steps = {read_row: ["-c", f"import torch; torch.load({ckpt!r}, map_location='cpu', weights_only=True)"],
+                 "import torch + clip (torchvision)": ["-c", "import torch, clip"],
+                 "import torch + load_clip(checkpoint): read and build the tower":
+                     ["-c", f"from utils.clip_loader import load_clip; load_clip({ckpt!r})"]}
+        classify = "classify.py cube.off --classes chair,table,lamp --clip vit_b32.pt"
+        commands.update(steps)
+        commands[classify] = ["classify.py", mesh, "--classes", "chair,table,lamp", "--clip", ckpt, "--device", "cpu"]
+        seconds = best_of(commands, args.repeat)
         size = os.path.getsize(ckpt) / 2 ** 20
-        table(f"classify.py on one small mesh with a ViT-B/32-shaped checkpoint ({size:.0f} MiB)",
-              "import torch + read the checkpoint", base, steps, targets=False)
-        print(f"| classify.py cube.off --classes chair,table,lamp --clip vit_b32.pt | {classify:.2f} | "
-              f"{classify / base:.2f}x | <= {TARGET}x: {'met' if classify / base <= TARGET else 'NOT met'} |")
-        print(f"(import torch alone: {torch_s:.2f} s)")
+    helps = [(name, seconds[name]) for name in commands if name.endswith("--help")]
+    table("--help of every script", torch_row, seconds[torch_row], helps, targets=True)
+    table(f"classify.py on one small mesh with a ViT-B/32-shaped checkpoint ({size:.0f} MiB)", read_row,
+          seconds[read_row], [(name, seconds[name]) for name in steps if name != read_row], targets=False)
+    ratio = seconds[classify] / seconds[read_row]
+    mark = "met" if ratio <= TARGET else "NOT met"
+    print(f"| {classify} | {seconds[classify]:.2f} | {ratio:.2f}x | <= {TARGET}x: {mark} |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Start-up times as ratios to importing torch.")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per row, best taken (default 3)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, the best of each row kept (default 3)")
     main(parser.parse_args())
