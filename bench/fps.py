@@ -3,9 +3,10 @@
     python bench/fps.py                       # 20k and 100k points -> 1024, CPU
     python bench/fps.py --sizes 134000 --repeat 5 --devices cpu,cuda
 
-Prints, per cloud size: seconds (best of --repeat, --reference_repeat for the reference; wall clock and CPU time of this process) of
-`farthest_point_sample` and of `reference_farthest_point_sample` (the implementation before the
-blocked one), both on one intra-op thread and on two, with the ratio to the reference on torch's
+Prints, per cloud size: seconds (best of --repeat, --reference_repeat for the reference; wall
+clock and CPU time of this process) of the blocked CPU loop of `farthest_point_sample` and of
+`reference_farthest_point_sample` (the implementation before the blocked one), both on one
+intra-op thread and on two, with the ratio to the reference on torch's
 default thread count, which is what callers got before. Every run checks that both give the same
 indices. Target: 100k points -> 1024 in at most 0.3 s on one core. CUDA rows time the device path
 (the reference itself) with the device synchronised. Then a DataLoader whose workers do such
@@ -47,7 +48,8 @@ def best_of(fn: Callable[[], torch.Tensor], repeat: int, device: torch.device) -
     return wall, cpu, out
 
 
-def rows_for(n: int, k: int, repeat: int, reference_repeat: int, device: torch.device) -> List[Tuple[str, int, float, float]]:
+def rows_for(n: int, k: int, repeat: int, reference_repeat: int,
+             device: torch.device) -> List[Tuple[str, int, float, float]]:
     """(implementation, threads, wall s, CPU s) rows for one cloud size on one device."""
     points = cloud(n, device)
     default = torch.get_num_threads()
@@ -109,8 +111,8 @@ def main(args: argparse.Namespace) -> None:
         for n in args.sizes:
             rows = rows_for(n, args.k, args.repeat, args.reference_repeat, device)
             base = next(r for r in rows if r[0] == "reference" and r[1] == torch.get_num_threads())
-            print(f"\nFPS {n:,} points -> {args.k} on {device_name} (best of {args.repeat}, reference rows {args.reference_repeat}; the reference "
-                  f"on {base[1]} threads is today's callers' cost)")
+            print(f"\nFPS {n:,} points -> {args.k} on {device_name} (best of {args.repeat}, reference rows "
+                  f"{args.reference_repeat}; the reference on {base[1]} threads is the cost before)")
             print("| implementation | threads | wall s | CPU s | speed-up (wall) |\n|---|---|---|---|---|")
             for name, threads, wall, cpu in rows:
                 print(f"| {name} | {threads} | {wall:.3f} | {cpu:.3f} | {base[2] / wall:.1f}x |")

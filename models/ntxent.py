@@ -1,4 +1,5 @@
-"""NT-Xent, SimCLR's normalised temperature-scaled cross-entropy of two views of a batch (docs/method.md#pre-training)."""
+"""NT-Xent, SimCLR's normalised temperature-scaled cross-entropy of two views of a batch
+(docs/method.md#pre-training)."""
 import torch
 import torch.nn.functional as F
 
