@@ -137,7 +137,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3, help="runs per row, best taken (default 3)")
     parser.add_argument("--reference_repeat", type=int, default=1,
                         help="runs per reference row (default 1: it is the slow one)")
-    parser.add_argument("--loader_objects", type=int, default=8, help="objects of the DataLoader rows (0: none)")
+    parser.add_argument("--loader_objects", type=int, default=0,
+                        help="objects of the DataLoader rows (default 0: none; try 8)")
     parser.add_argument("--num_workers", type=int, default=2, help="workers of the DataLoader rows (default 2)")
     parser.add_argument("--devices", default="cpu", help="comma-separated devices (default cpu)")
     main(parser.parse_args())
