@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from bench.missing_requirements import REPO, missing_requirements
-from tests.data_fixtures import synthetic_root
 
 SCRIPT = REPO / "bench" / "gpu_check.sh"
 ROWS = ("depth maps, native renderer", "depth maps, PyTorch3D rasteriser", "realistic projection",
@@ -39,9 +38,9 @@ def test_bad_argument_and_no_gpu_exit_2():
         assert done.returncode == 2 and "no CUDA device; run with --cpu" in done.stderr
 
 
-def test_dry_run_on_cpu_writes_every_row(tmp_path):
+def test_dry_run_on_cpu_writes_every_row(tmp_path, synthetic_root):
     out = tmp_path / "check.md"
-    done = run_script("--cpu", "--no_tests", "--data_root", str(synthetic_root()), "--out", str(out), timeout=600)
+    done = run_script("--cpu", "--no_tests", "--data_root", str(synthetic_root), "--out", str(out), timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     assert "DRY RUN on CPU" in text and "| row | result | setting | check s |" in text
