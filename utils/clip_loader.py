@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
-if TYPE_CHECKING:  # clip imports torchvision (seconds): only where a model is loaded
-    from clip.model import CLIP
-
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
+
+if TYPE_CHECKING:  # clip imports torchvision (seconds): only where a model is loaded
+    from clip.model import CLIP
 
 DEFAULT_CLIP = "ViT-B/32"
 # Per-socket-operation timeout while clip downloads weights, so an offline machine fails fast
