@@ -45,7 +45,8 @@ def farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:
     largest float32 squared distance to the chosen set, never a point whose squared norm is at
     most 1e-3 (when only such points are left the kernel answers index 0, and so does this).
     On CPU the same float32 arithmetic as `reference_farthest_point_sample` in preallocated
-    buffers, so the same indices about ten times faster; on other devices the reference itself.
+    buffers, so the same indices, 4-5x faster on one thread (bench/fps.py); on other devices the
+    reference itself.
     """
     _check(points, k)
     if points.device.type != "cpu":
