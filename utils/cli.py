@@ -103,6 +103,7 @@ def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace,
     finally:
         release_run_folders()
         distributed.cleanup()
+        interrupts.restore()
 
 
 def check_output_file(path: Optional[str], flag: str) -> None:

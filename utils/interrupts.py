@@ -23,6 +23,7 @@ _owner: Optional[int] = None  # the pid that installed the handlers (forked work
 _where = ""  # what the line adds, e.g. " at epoch 3; continue with --resume"
 _received: Optional[int] = None  # the first signal
 _raised = False
+_previous: dict = {}  # the handlers install replaced
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,9 +38,17 @@ def install() -> None:
     """Handle SIGINT and SIGTERM in this process (the main thread) from now on."""
     global _owner, _received, _raised, _where
     _owner, _received, _raised, _where = os.getpid(), None, False, ""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _handle)
-    signal.signal(signal.SIGALRM, _retry)
+    for signum, handler in ((signal.SIGINT, _handle), (signal.SIGTERM, _handle), (signal.SIGALRM, _retry)):
+        _previous.setdefault(signum, signal.signal(signum, handler))
+
+
+def restore() -> None:
+    """Give the signals back the handlers they had before `install` (the end of a script run
+    in-process)."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    while _previous:
+        signum, handler = _previous.popitem()
+        signal.signal(signum, handler)
 
 
 def set_context(where: str) -> None:
@@ -86,7 +95,7 @@ def _handle(signum, frame) -> None:
     if _received is None:
         _received = signum
         # workers killed by the same SIGTERM are part of this stop, not a failure to report
-        signal.signal(signal.SIGCHLD, _ignore)
+        _previous.setdefault(signal.SIGCHLD, signal.signal(signal.SIGCHLD, _ignore))
     _retry(signum, frame)
 
 
