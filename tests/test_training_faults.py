@@ -451,3 +451,20 @@ def test_interrupts_wait_while_a_dataloader_starts_workers():
     namespace = {}
     exec(code, namespace)
     assert interrupts._unsafe(namespace["__del__"]())
+
+
+def test_sigterm_in_process_is_one_line_and_exit_143(capsys):
+    """Any script run through utils.cli.run; the handlers before it are back afterwards."""
+    before = signal.getsignal(signal.SIGTERM)
+
+    def main(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler raises at the next bytecode of this frame
+            sum(range(1000))
+        raise AssertionError("SIGTERM was not raised")
+
+    with pytest.raises(SystemExit) as exc:
+        run(main, None)
+    assert exc.value.code == 143
+    assert one_line(capsys.readouterr().err) == "terminated (SIGTERM)"
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -11,6 +11,7 @@ reported as that signal by `call`.
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Callable, Optional
 
 import torch.utils.data
@@ -35,8 +36,11 @@ class Interrupted(KeyboardInterrupt):
 
 
 def install() -> None:
-    """Handle SIGINT and SIGTERM in this process (the main thread) from now on."""
+    """Handle SIGINT and SIGTERM in this process from now on (from the main thread; elsewhere,
+    where Python cannot set handlers, nothing changes)."""
     global _owner, _received, _raised, _where
+    if threading.current_thread() is not threading.main_thread():
+        return
     _owner, _received, _raised, _where = os.getpid(), None, False, ""
     for signum, handler in ((signal.SIGINT, _handle), (signal.SIGTERM, _handle), (signal.SIGALRM, _retry)):
         _previous.setdefault(signum, signal.signal(signum, handler))
@@ -45,10 +49,13 @@ def install() -> None:
 def restore() -> None:
     """Give the signals back the handlers they had before `install` (the end of a script run
     in-process)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.setitimer(signal.ITIMER_REAL, 0)
     while _previous:
         signum, handler = _previous.popitem()
-        signal.signal(signum, handler)
+        if handler is not None:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signum, handler)
 
 
 def set_context(where: str) -> None:
