@@ -468,3 +468,17 @@ def test_sigterm_in_process_is_one_line_and_exit_143(capsys):
     assert exc.value.code == 143
     assert one_line(capsys.readouterr().err) == "terminated (SIGTERM)"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_nonfinite_weights_after_finite_losses_stop_the_run_too(tmp_path):
+    from utils.training import Diverged, nonfinite_step, stop_if_diverged
+    model = torch.nn.Linear(2, 2)
+    first_bad = torch.tensor(-1)
+    for step, loss in enumerate([1.0, 2.0, math.nan, math.inf]):
+        first_bad = nonfinite_step(first_bad, torch.tensor(loss), step)
+    assert int(first_bad) == 2
+    stop_if_diverged(torch.tensor(-1), 0, 4, model, str(tmp_path))  # all finite: nothing happens
+    with torch.no_grad():
+        model.weight[0, 0] = math.nan
+    with pytest.raises(Diverged, match="at epoch 2, the loss stayed finite but the weights are NaN or infinite"):
+        stop_if_diverged(torch.tensor(-1), 1, 4, model, str(tmp_path))

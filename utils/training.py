@@ -110,7 +110,8 @@ def stop_if_diverged(first_bad: torch.Tensor, epoch: int, steps: int, model: nn.
     loss of the epoch (on any process) or a weight is not finite. Nothing of the epoch is saved, so
     best*.pth and last.pth keep the last finite state and --resume continues from there."""
     bad = [s for s in distributed.all_gather_object(int(first_bad)) if s >= 0]
-    weights = all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
+    trained = [torch.isfinite(p).all() for p in model.parameters() if p.requires_grad]
+    weights = bool(torch.stack(trained).all()) if trained else True  # one synchronisation
     if not bad and weights:
         return
     kept = (f"{os.path.join(run_dir, 'last.pth')} and best*.pth keep epoch {epoch} and before" if epoch > 0
