@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import fewshot
 import pretraining
 from models import CLIP2Point
-from tests.data_fixtures import synthetic_root
+from tests.helpers import parse
 from utils import interrupts
 from utils.cli import MAX_SEED, run
 from utils.errors import UsageError
@@ -34,10 +34,6 @@ from utils.run_folder import append_entry, drop_epochs_after, lock_run_folder, t
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRESS = re.compile(r"^\s*$|\|\s*\d+/\d+ \[")  # tqdm's bars share stderr
-
-
-def parse(module, *argv):
-    return module.get_args_parser().parse_args([str(a) for a in argv] + ["--device", "cpu", "--num_workers", "0"])
 
 
 def one_line(err: str, *words) -> str:
@@ -78,10 +74,10 @@ def outside(state: dict, run_dir: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
+def data(tmp_path_factory, synthetic_root) -> Path:
     """The synthetic data (links) with 16 ShapeNet train objects, 4 test objects and 4 fixed
     ModelNet40 test clouds."""
-    root, folder = synthetic_root(), tmp_path_factory.mktemp("data")
+    root, folder = Path(synthetic_root), tmp_path_factory.mktemp("data")
     for name in ("ModelNet40_Align", "Rendering"):
         (folder / name).symlink_to(root / name)
     lists = folder / "ShapeNet55" / "ShapeNet-55"
@@ -120,6 +116,7 @@ def copy_run(base_run: Path, tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_the_run_writes_log_txt_and_a_plain_last_pth(base_run):
     records = [json.loads(line) for line in (base_run / "log.txt").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1]
@@ -138,6 +135,7 @@ def test_the_run_writes_log_txt_and_a_plain_last_pth(base_run):
 # ---------------------------------------------------------------------------------------------
 # Links, foreign files and names in the run folder
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry", ["run.log", "log.txt", ".lock", "tensorboard", "last.pth"])
 def test_a_linked_run_entry_is_refused(tmp_path, base_run, data, tiny_clip_path, capsys, entry):
     run_dir = copy_run(base_run, tmp_path)
@@ -205,6 +203,7 @@ def test_path_like_exp_names_are_usage_errors(tmp_path, data, tiny_clip_path, ca
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_overwrite_deletes_only_the_files_of_the_run(tmp_path, base_run, data, tiny_clip_path, capsys):
     run_dir = copy_run(base_run, tmp_path)
     (run_dir / "best_eval.pth").write_bytes(b"the user's checkpoint")
@@ -237,6 +236,7 @@ def test_bad_lr_and_weight_decay_are_usage_errors(tmp_path, data, tiny_clip_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_stops_the_run_and_resume_continues(tmp_path, base_run, data, tiny_clip_path, capsys,
                                                              monkeypatch):
     run_dir = copy_run(base_run, tmp_path)
@@ -267,6 +267,7 @@ def test_a_nonfinite_loss_stops_the_run_and_resume_continues(tmp_path, base_run,
     assert [json.loads(r)["epoch"] for r in (run_dir / "log.txt").read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_in_the_first_epoch_saves_nothing(tmp_path, data, tiny_clip_path, capsys, monkeypatch):
     real = CLIP2Point.forward
 
@@ -318,6 +319,7 @@ def crafted(state: dict, fault: str) -> dict:
     return state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault, key", [("rng empty", "rng"), ("epoch text", "epoch"), ("epoch negative", "epoch"),
                                         ("epoch float", "epoch"), ("best list", "best"), ("best other keys", "best"),
                                         ("torch state", "rng"), ("numpy state", "rng"), ("python state", "rng")])
@@ -331,6 +333,7 @@ def test_a_crafted_last_pth_is_refused_naming_the_key(tmp_path, base_run, data, 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_run_flags(tmp_path, base_run, data, tiny_clip_path, capsys):
     run_dir = copy_run(base_run, tmp_path)
     other_data = tmp_path / "other_data"
@@ -347,6 +350,7 @@ def test_resume_refuses_changed_run_flags(tmp_path, base_run, data, tiny_clip_pa
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_the_same_files_written_otherwise_are_the_same(tmp_path, base_run, data, tiny_clip_path, capsys,
                                                        monkeypatch):
     copy_run(base_run, tmp_path)
@@ -356,6 +360,7 @@ def test_the_same_files_written_otherwise_are_the_same(tmp_path, base_run, data,
     assert "nothing to train: 1 epochs done" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_cuts_both_logs_back_to_last_pth(tmp_path, base_run, data, tiny_clip_path, capsys):
     """Epoch 2 logged, then its last.pth never written (a full disk, a kill): the resumed run's
     logs read as if that never happened."""
@@ -380,6 +385,7 @@ def command(*argv) -> list:
     return [sys.executable, "fewshot.py", *[str(a) for a in argv], "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_the_lock_is_taken_before_last_pth_is_read(tmp_path, base_run, data, tiny_clip_path, capsys):
     run_dir = copy_run(base_run, tmp_path)
     last = run_dir / "last.pth"
@@ -418,6 +424,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_sigterm_while_workers_start(tmp_path, data, tiny_clip_path):
     cases = [(signal.SIGINT, "before", 130, "interrupted"), (signal.SIGINT, "after", 130, "interrupted"),
              (signal.SIGTERM, "after", 143, "terminated (SIGTERM)")]
