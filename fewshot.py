@@ -10,7 +10,6 @@ a small adapter; their mean is compared with the prompt features. Only the adapt
 learnable view selector) train.
 """
 import argparse
-import os
 import time
 import warnings
 from typing import Sequence
@@ -22,8 +21,7 @@ from tqdm import tqdm
 from datasets import ModelNet40Align, ModelNet40Ply
 from models import DPA
 from render.pictures import depth_picture
-from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint, read_state_dict,
-                              save_checkpoint)
+from utils.checkpoint import FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint, read_state_dict
 from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils import distributed
@@ -34,10 +32,10 @@ from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache
                                encoder_speed_up)
 from utils.encode_once import EncodeOnce
 from utils.evaluation import accuracy, predict_all, print_report, write_predictions
-from utils.resume import model_flags, read_resume, resume, save_last
-from utils.run_folder import check_run_folder, open_run
+from utils.resume import recorded_flags, resume, save_last
 from utils.seeding import reseed_per_rank, seed_everything
-from utils.tensorboard_writer import SummaryWriter
+from utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
+                            start_run, stop_if_diverged)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -137,22 +135,17 @@ def main(args: argparse.Namespace):
         return evaluate(args, device)
     if args.quantize != "off" or args.compile:
         raise UsageError("--quantize and --compile speed up --eval only; training uses the encoders as they are")
-    if not args.exp_name:
+    if args.exp_name is None:
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
-    if args.eval_seed is not None and args.eval_seed < 0:
-        raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
     require_positive(args, "shots", "num_points", "test_batch_size")
-    if args.epoch < 0:
-        raise UsageError(f"--epoch must be >= 0, got {args.epoch}")
+    check_training_args(args)
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: batch norm in the adapters needs at least 2 objects "
                          f"per batch and per process ({distributed.world_size()} processes)")
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
-    run_dir = os.path.join(args.output_dir, args.exp_name)
-    check_run_folder(run_dir, args.resume, args.overwrite)
-    # a bad last.pth or changed model flags are found before any work
-    last = read_resume(run_dir, model_flags(args)) if args.resume else None
+    # the folder locked, then a bad last.pth or changed flags found, before any work
+    run_dir, lock, last = start_run(args, ("test",), main_process)
     workers = loader_workers(args.num_workers)
 
     # the shots come from the seeded global generator, so a resumed run draws the same ones (and
@@ -202,8 +195,7 @@ def main(args: argparse.Namespace):
     if args.resume:
         start_epoch, best = resume(last, model, optimizer, None, scaler)
         del last
-    log = open_run(run_dir, args, start_epoch, main_process)
-    writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
+    log, writer = open_logs(run_dir, args, start_epoch, main_process, lock)
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}"
                  if distributed.world_size() > 1 else "")
     encoder = args.ckpt or "CLIP's image tower (no --ckpt)"
@@ -222,8 +214,9 @@ def main(args: argparse.Namespace):
             sampler.set_epoch(epoch)
         train_model.train()
         sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss x objects, correct, objects
-        for points, labels in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
-                                   disable=not main_process):
+        first_bad = torch.tensor(-1, device=device)
+        for step, (points, labels) in enumerate(tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}",
+                                                     leave=False, disable=not main_process)):
             points, labels = points.to(device), labels.to(device)
             logits = train_model(points) @ prompts.t()
             loss = F.cross_entropy(logits, labels)
@@ -231,29 +224,21 @@ def main(args: argparse.Namespace):
             # kept on the device: no synchronisation per step
             sums += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
                                  torch.tensor(len(labels), dtype=torch.float64, device=device)])
+            first_bad = nonfinite_step(first_bad, loss, step)
+        stop_if_diverged(first_bad, epoch, len(train_loader), model, run_dir)
         loss_sum, correct, seen = distributed.all_reduce_sum(sums).tolist()
-        train_loss, train_acc = loss_sum / seen, correct / seen
 
         model.eval()
         test_acc = accuracy(*predict_all(test_logits, test_batches, device, desc="test"))
-        log(f"epoch {epoch + 1}: loss {train_loss:.4f} train_acc {train_acc:.4f} test_acc {test_acc:.4f} "
-            f"({time.time() - start:.0f}s)")
+        end_of_epoch(log, writer, epoch, {"loss": loss_sum / seen, "train_acc": correct / seen, "test_acc": test_acc},
+                     time.time() - start)
         if main_process:
-            for tag, value in (("train/loss", train_loss), ("train/acc", train_acc), ("test/acc", test_acc)):
-                writer.add_scalar(tag, value, epoch + 1)
             writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
                                                          test_set[0][0].to(device), args.views, rot=True),
                              epoch + 1, dataformats="HWC")
-        if test_acc > best["test"]:
-            best["test"] = test_acc
-            if main_process:
-                save_checkpoint(model.state_dict(), os.path.join(run_dir, "best.pth"))
-            log(f"saved best.pth (test accuracy {test_acc:.4f})")
-        save_last(run_dir, model, optimizer, None, epoch, best, scaler, flags=model_flags(args))
-    if main_process:
-        writer.close()
-    log(f"best test accuracy {best['test']:.4f}")
-    log.close()
+        save_best(log, run_dir, best, {"test": test_acc}, model.state_dict(), {"test": "best.pth"}, main_process)
+        save_last(run_dir, model, optimizer, None, epoch, best, scaler, flags=recorded_flags(args))
+    finish_run(log, writer, f"best test accuracy {best['test']:.4f}")
     return best
 
 

@@ -10,7 +10,6 @@ split and tested on ModelNet40 (new points every epoch unless --eval_seed); the 
 land in <output_dir>/<exp_name>/.
 """
 import argparse
-import os
 import time
 
 import torch
@@ -20,7 +19,7 @@ from tqdm import tqdm
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from models import CLIP2Point
 from render.pictures import depth_picture
-from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict, save_checkpoint
+from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
 from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils import distributed
@@ -30,10 +29,10 @@ from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments,
                        get_device, loader_workers, require_positive, run)
 from utils.errors import UsageError
 from utils.evaluation import zeroshot_accuracy
-from utils.resume import model_flags, read_resume, resume, save_last
-from utils.run_folder import check_run_folder, open_run
+from utils.resume import recorded_flags, resume, save_last
 from utils.seeding import reseed_per_rank, seed_everything
-from utils.tensorboard_writer import SummaryWriter
+from utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
+                            start_run, stop_if_diverged)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -73,21 +72,16 @@ def main(args: argparse.Namespace) -> dict:
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
     require_positive(args, "num_points", "test_batch_size")
-    if args.epoch < 0:
-        raise UsageError(f"--epoch must be >= 0, got {args.epoch}")
+    check_training_args(args)
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: NT-Xent needs at least 2 objects per batch and per "
                          f"process ({distributed.world_size()} processes)")
     seed_everything(args.seed)
-    run_dir = os.path.join(args.output_dir, args.exp_name)
-    check_run_folder(run_dir, args.resume, args.overwrite)
-    # a bad last.pth or changed model flags are found before any work
-    last = read_resume(run_dir, model_flags(args)) if args.resume else None
+    # the folder locked, then a bad last.pth or changed flags found, before any work
+    run_dir, lock, last = start_run(args, ("val", "test"), main_process)
     workers = loader_workers(args.num_workers)
 
     train_set = ShapeNetRender(args.data_root, "train", num_points=args.num_points)
-    if args.eval_seed is not None and args.eval_seed < 0:
-        raise UsageError(f"--eval_seed must be >= 0, got {args.eval_seed}")
     # published: evaluation points drawn anew every epoch (from the generator --seed seeds)
     val_set = ShapeNet55(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed)
     test_set = ModelNet40Align(args.data_root, "test", num_points=args.num_points, seed=args.eval_seed,
@@ -121,8 +115,7 @@ def main(args: argparse.Namespace) -> dict:
     if args.resume:
         start_epoch, best = resume(last, model, optimizer, scheduler, scaler)
         del last
-    log = open_run(run_dir, args, start_epoch, main_process)
-    writer = SummaryWriter(os.path.join(run_dir, "tensorboard")) if main_process else None
+    log, writer = open_logs(run_dir, args, start_epoch, main_process, lock)
     scope = {"global": "global", "local": "per-process"}[args.ntxent_scope]
     processes = (f"; {distributed.world_size()} processes x {args.batch_size // distributed.world_size()}, "
                  f"NT-Xent over the {scope} batch" if distributed.world_size() > 1 else "")
@@ -137,26 +130,25 @@ def main(args: argparse.Namespace) -> dict:
             sampler.set_epoch(epoch)
         train_model.train()
         sums = torch.zeros(3, device=device)  # kept on the device: no synchronisation per step
-        for images, points, a, e, d in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}", leave=False,
-                                            disable=not main_process):
+        first_bad = torch.tensor(-1, device=device)
+        for step, (images, points, a, e, d) in enumerate(tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epoch}",
+                                                              leave=False, disable=not main_process)):
             loss, image_loss, depth_loss = train_model(points.to(device), images.to(device), a, e, d)
             optimizer_step(loss, optimizer, scaler)
             scheduler.step()
             sums += torch.stack([loss.detach(), image_loss.detach(), depth_loss.detach()])
+            first_bad = nonfinite_step(first_bad, loss, step)
+        stop_if_diverged(first_bad, epoch, len(train_loader), model, run_dir)
         # the mean over processes: with the global scope they all hold the same losses
         loss, image_loss, depth_loss = distributed.all_reduce_mean(sums / len(train_loader)).tolist()
 
         model.eval()
         val_acc = zeroshot_accuracy(model.infer, val_loader, val_prompts, args.views, device, False, "val")
         test_acc = zeroshot_accuracy(model.infer, test_loader, test_prompts, args.views, device, True, "test")
-        weight = model.weights.item()
-        log(f"epoch {epoch + 1}: loss {loss:.4f} image_loss {image_loss:.4f} depth_loss {depth_loss:.4f} "
-            f"weights {weight:.4f} val_acc {val_acc:.4f} test_acc {test_acc:.4f} ({time.time() - start:.0f}s)")
+        end_of_epoch(log, writer, epoch, {"loss": loss, "image_loss": image_loss, "depth_loss": depth_loss,
+                                          "weights": model.weights.item(), "val_acc": val_acc, "test_acc": test_acc},
+                     time.time() - start)
         if main_process:
-            for tag, value in (("train/loss", loss), ("train/image_loss", image_loss),
-                               ("train/depth_loss", depth_loss), ("train/weights", weight), ("val/acc", val_acc),
-                               ("test/acc", test_acc)):
-                writer.add_scalar(tag, value, epoch + 1)
             writer.add_image("depth_maps", depth_picture(model.selector, model.renderer,
                                                          val_set[0][0].to(device), args.views, rot=False),
                              epoch + 1, dataformats="HWC")
@@ -164,17 +156,10 @@ def main(args: argparse.Namespace) -> dict:
         # published layout: the state dict of the model wrapped for data parallelism (the plain
         # model's keys behind `module.`, whatever the number of processes)
         published = {f"module.{k}": v for k, v in model.state_dict().items()}
-        for split, acc in (("val", val_acc), ("test", test_acc)):
-            if acc > best[split]:
-                best[split] = acc
-                if main_process:
-                    save_checkpoint(published, os.path.join(run_dir, f"best_{split}.pth"))
-                log(f"saved best_{split}.pth ({split} accuracy {acc:.4f})")
-        save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler, flags=model_flags(args))
-    if main_process:
-        writer.close()
-    log(f"best val accuracy {best['val']:.4f}, best test accuracy {best['test']:.4f}")
-    log.close()
+        save_best(log, run_dir, best, {"val": val_acc, "test": test_acc}, published,
+                  {"val": "best_val.pth", "test": "best_test.pth"}, main_process)
+        save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler, flags=recorded_flags(args))
+    finish_run(log, writer, f"best val accuracy {best['val']:.4f}, best test accuracy {best['test']:.4f}")
     return best
 
 

@@ -7,7 +7,6 @@ import warnings
 import zipfile
 from typing import Dict, Mapping
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -17,10 +16,6 @@ PRETRAIN_KIND = "pre-training checkpoint (keys start with module.)"
 FEWSHOT_KIND = "few-shot checkpoint (DPA)"
 MAX_LISTED_KEYS = 5
 RESUME_KEYS = ("model", "optimizer", "epoch", "best", "rng")
-# The only non-tensor objects of a resume file (last.pth) besides plain Python values: numpy's
-# random state. Loading allows these and nothing else, so a planted file cannot run code.
-_NUMPY_CORE = getattr(np, "_core", None) or np.core
-RESUME_SAFE_GLOBALS = [np.ndarray, np.dtype, _NUMPY_CORE.multiarray._reconstruct, type(np.dtype(np.uint32))]
 _READ_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError)
 
 
@@ -54,13 +49,14 @@ def _listing(what: str, keys) -> str:
 
 
 def _load(path: str, what: str):
-    """torch.load(path) with weights_only and RESUME_SAFE_GLOBALS; CheckpointError naming the file."""
+    """torch.load(path) weights-only (tensors and plain Python values: a planted file cannot run
+    code); CheckpointError naming the file."""
     if os.path.isdir(path):
         raise CheckpointError(f"{path} is a folder, expected a {what} file")
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist (expected a {what})")
     try:
-        with torch.serialization.safe_globals(RESUME_SAFE_GLOBALS), warnings.catch_warnings():
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a foreign pickle: said below
             return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as err:

@@ -7,9 +7,9 @@ from typing import Callable, Optional
 
 import torch
 
-from utils import distributed
+from utils import distributed, interrupts
 from utils.errors import UsageError, UserError
-from utils.run_folder import unwritable_folder
+from utils.run_folder import release_run_folders, unwritable_folder
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -22,6 +22,20 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+MAX_SEED = 2 ** 32 - 1  # NumPy's generator takes seeds up to this
+
+
+def seed_value(text: str) -> int:
+    """argparse type of --seed: an integer from 0 to MAX_SEED."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = None
+    if seed is None or not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED}, got {text!r}")
+    return seed
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every script has besides the paper's own."""
     parser.add_argument("--clip", default="ViT-B/32",
@@ -32,7 +46,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data loading processes (default 4, or fewer on machines with fewer cores)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default cuda when available, else cpu)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0, help=f"random seed, 0 to {MAX_SEED} (default 0)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
                         help="depth renderer: native (plain PyTorch, default) or pytorch3d (reference)")
     parser.add_argument("--amp", default="off", choices=list(AMP_DTYPES),
@@ -64,11 +78,13 @@ def non_negative_int(text: str) -> int:
 
 def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace,
         exit_code: Optional[Callable[[object], int]] = None) -> None:
-    """Call main(args); a user-fixable error becomes one stderr line and exit code 2; otherwise the
-    exit code is exit_code(what main returned) (default 0). Under torchrun the process group is
-    left at the end and errors of ranks other than 0 name their rank."""
+    """Call main(args); a user-fixable error becomes one stderr line and exit code 2, Ctrl-C and
+    SIGTERM one line and exit code 130 and 143 (utils/interrupts.py); otherwise the exit code is
+    exit_code(what main returned) (default 0). Under torchrun the process group is left at the
+    end and errors of ranks other than 0 name their rank."""
+    interrupts.install()
     try:
-        result = main(args)
+        result = interrupts.call(main, args)  # after Ctrl-C or SIGTERM, whatever ends main is that signal
         code = exit_code(result) if exit_code is not None else 0
         if code:
             sys.exit(code)
@@ -76,16 +92,18 @@ def run(main: Callable[[argparse.Namespace], object], args: argparse.Namespace,
         message = " ".join(str(err).split("\n"))  # one line, whatever the message holds
         sys.stderr.write(f"error{_rank_note()}: {message}\n")
         sys.exit(2)
-    except KeyboardInterrupt as err:  # Ctrl-C: training runs say where to continue from
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: training runs say where to continue from
         sys.stderr.write(f"{err or 'interrupted'}{_rank_note()}\n")
-        sys.exit(130)
+        sys.exit(getattr(err, "exit_code", 130))
     except OSError as err:  # the file system refused: no traceback for a permission or a full disk
         if err.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
         sys.stderr.write(f"error{_rank_note()}: {err.filename or 'a file'}: {err.strerror}\n")
         sys.exit(2)
     finally:
+        release_run_folders()
         distributed.cleanup()
+        interrupts.restore()
 
 
 def check_output_file(path: Optional[str], flag: str) -> None:
@@ -128,6 +146,8 @@ def get_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"--device {name!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
+    if device.type == "meta":
+        raise UsageError("--device meta holds no data, nothing can run on it (expected cpu, cuda or cuda:N)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} requested but CUDA is not available; use --device cpu")
     try:
