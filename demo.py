@@ -67,18 +67,18 @@ def main(args: argparse.Namespace) -> None:
 
     zs_args = zeroshot.get_args_parser().parse_args(
         common + ["--ckpt", ckpt, "--save_predictions", os.path.join(out, "zeroshot_predictions.csv")])
-    acc = step("zero-shot ModelNet40", lambda: zeroshot.main(zs_args), summary)
+    acc = step("zero-shot ModelNet40", lambda: zeroshot.main(zs_args), summary)["top1"]
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     fs_args = fewshot.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--ckpt", ckpt, "--shots", "4", "--batch_size", "16", "--epoch",
                   str(args.fewshot_epochs), "--output_dir", os.path.join(out, "exp_results"), "--overwrite"])
     best = step("few-shot training", lambda: fewshot.main(fs_args), summary, quiet=False)
-    summary[-1] = (summary[-1][0], f"{best['test']:.4f}", summary[-1][2])
+    summary[-1] = (summary[-1][0], f"{best['best_top1']:.4f}", summary[-1][2])
 
     ev_args = fewshot.get_args_parser().parse_args(
         common + ["--eval", "--ckpt", os.path.join(out, "exp_results", "demo", "best.pth")])
-    acc = step("few-shot evaluation", lambda: fewshot.main(ev_args), summary)
+    acc = step("few-shot evaluation", lambda: fewshot.main(ev_args), summary)["top1"]
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     # classify.py on a few demo files: fixed points (.ply), one as .xyz and .pcd, and a mesh (.off)

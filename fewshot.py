@@ -13,7 +13,7 @@ import argparse
 import os
 import time
 import warnings
-from typing import Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from utils.amp import grad_scaler, optimizer_step
 from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
 from utils.encode_once import EncodeOnce
-from utils.evaluation import accuracy, predict_all, print_report, write_predictions
+from utils.evaluation import metrics, predict_all, print_report, write_predictions
 from utils.resume import model_flags, read_resume, resume, save_last
 from utils.run_folder import check_run_folder, open_run
 from utils.seeding import reseed_per_rank, seed_everything
@@ -92,8 +92,8 @@ def describe_shots(labels: Sequence[int], classes: Sequence[str], shots: int) ->
             f"{', '.join(short)}")
 
 
-def evaluate(args: argparse.Namespace, device: torch.device) -> float:
-    """Accuracy of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
+def evaluate(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Metrics (`utils.evaluation.metrics`) of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
     if not args.ckpt:
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
     check_encoder_flags(args, device)
@@ -112,14 +112,15 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     model.replace_encoders(encoder_speed_up(args, device, args.test_batch_size * args.views))
     if main_process:
         print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
-    labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
+    labels, ranked = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval", topk=5)
+    result = metrics(labels, ranked, len(test_set.classes))
     if not main_process:
-        return accuracy(labels, preds)
-    acc = print_report(labels, preds, test_set.classes)
+        return result
+    print_report(labels, ranked[:, 0], test_set.classes)
     if args.save_predictions:
-        write_predictions(args.save_predictions, test_set.files, labels, preds)
+        write_predictions(args.save_predictions, test_set.files, labels, ranked[:, 0])
         print(f"wrote {args.save_predictions}")
-    return acc
+    return result
 
 
 def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
@@ -130,7 +131,10 @@ def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
     return per_process % (batch_size // world) == 1
 
 
-def main(args: argparse.Namespace):
+def main(args: argparse.Namespace) -> Dict[str, object]:
+    """Train (or with --eval evaluate) -> the metrics of the last test (`utils.evaluation.metrics`:
+    top1, top3, top5, mean_class, objects); training adds best_top1 (the best test top-1 over all
+    epochs, resumed ones included) and test_acc (the test top-1 of each epoch this call ran)."""
     device = distributed.init_distributed(get_device(args.device))
     seed_everything(args.seed)
     if args.eval:
@@ -199,6 +203,8 @@ def main(args: argparse.Namespace):
     scaler = grad_scaler(amp, device)
     reseed_per_rank(args.seed)
     start_epoch, best = 0, {"test": -1.0}
+    result: Dict[str, object] = {"top1": None, "top3": None, "top5": None, "mean_class": None, "objects": 0}
+    history = []
     if args.resume:
         start_epoch, best = resume(last, model, optimizer, None, scaler)
         del last
@@ -235,7 +241,9 @@ def main(args: argparse.Namespace):
         train_loss, train_acc = loss_sum / seen, correct / seen
 
         model.eval()
-        test_acc = accuracy(*predict_all(test_logits, test_batches, device, desc="test"))
+        result = metrics(*predict_all(test_logits, test_batches, device, desc="test", topk=5), len(test_set.classes))
+        test_acc = result["top1"]
+        history.append(test_acc)
         log(f"epoch {epoch + 1}: loss {train_loss:.4f} train_acc {train_acc:.4f} test_acc {test_acc:.4f} "
             f"({time.time() - start:.0f}s)")
         if main_process:
@@ -254,7 +262,7 @@ def main(args: argparse.Namespace):
         writer.close()
     log(f"best test accuracy {best['test']:.4f}")
     log.close()
-    return best
+    return {**result, "best_top1": best["test"], "test_acc": history}
 
 
 if __name__ == "__main__":
