@@ -134,7 +134,7 @@ def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
 def main(args: argparse.Namespace) -> Dict[str, object]:
     """Train (or with --eval evaluate) -> the metrics of the last test (`utils.evaluation.metrics`:
     top1, top3, top5, mean_class, objects); training adds best_top1 (the best test top-1 over all
-    epochs, resumed ones included) and test_acc (the test top-1 of each epoch this call ran)."""
+    epochs, resumed ones included) and epochs (the test metrics of each epoch this call ran)."""
     device = distributed.init_distributed(get_device(args.device))
     seed_everything(args.seed)
     if args.eval:
@@ -243,7 +243,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         model.eval()
         result = metrics(*predict_all(test_logits, test_batches, device, desc="test", topk=5), len(test_set.classes))
         test_acc = result["top1"]
-        history.append(test_acc)
+        history.append(result)
         log(f"epoch {epoch + 1}: loss {train_loss:.4f} train_acc {train_acc:.4f} test_acc {test_acc:.4f} "
             f"({time.time() - start:.0f}s)")
         if main_process:
@@ -262,7 +262,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
         writer.close()
     log(f"best test accuracy {best['test']:.4f}")
     log.close()
-    return {**result, "best_top1": best["test"], "test_acc": history}
+    return {**result, "best_top1": best["test"], "epochs": history}
 
 
 if __name__ == "__main__":
