@@ -314,11 +314,17 @@ def is_finished(cell: Cell, rows: Dict[Tuple[str, str], dict]) -> bool:
 
 
 def append_rows(output_dir: str, rows: Sequence[dict]) -> None:
-    """Append the rows of one cell in one locked write, so parallel cells never interleave."""
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    with open(results_path(output_dir), "a", encoding="utf-8") as f:
+    """Append the rows of one cell in one locked write, so parallel cells never interleave; a torn
+    last line left by a killed process is ended first, so it spoils no new row."""
+    text = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    with open(results_path(output_dir), "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
+            end = f.seek(0, os.SEEK_END)
+            if end:
+                f.seek(end - 1)
+                if f.read(1) != b"\n":
+                    text = b"\n" + text
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -435,6 +441,10 @@ def run_parallel(cells: Sequence[Cell], output_dir: str, devices: Sequence[str])
 def run_submitit(cells: Sequence[Cell], output_dir: str, executor) -> None:
     """Submit the cells as one job array of `executor` (slurm, or submitit's local executor) and
     wait for them; each job appends its rows to the shared results.jsonl."""
+    # the jobs import this module and the scripts, from any working folder
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if ROOT not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + paths)
     jobs = executor.map_array(run_cell, list(cells), [output_dir] * len(cells))
     print(f"submitted {len(jobs)} jobs (first {jobs[0].job_id}); logs in {executor.folder}", flush=True)
     for cell, job in zip(cells, jobs):
@@ -449,9 +459,6 @@ def slurm_executor(args: argparse.Namespace):
     if args.slurm_partition:
         params["slurm_partition"] = args.slurm_partition
     executor.update_parameters(**params)
-    # the jobs import the project's scripts
-    os.environ["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                                         if p])
     return executor
 
 
