@@ -25,8 +25,12 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import fewshot
+import zeroshot
+from datasets.objaverse import FOLDER as LVIS_FOLDER, SPLIT as LVIS_SPLIT
+from datasets.scanobjectnn import h5_path
 from utils.cli import ArgumentParser, check_output_folder, run
 from utils.errors import UsageError
 
@@ -42,7 +46,8 @@ DATASETS = {
     "ScanObjectNN:obj_only": ("ScanObjectNN", "obj_only"), "ScanObjectNN:pb_t50_rs": ("ScanObjectNN", "pb_t50_rs"),
     "Objaverse-LVIS": ("Objaverse-LVIS", None),
 }
-DEFAULT_DATASETS = "ModelNet10,ModelNet40,ScanObjectNN:obj_bg,ScanObjectNN:obj_only,ScanObjectNN:pb_t50_rs,Objaverse-LVIS"
+DEFAULT_DATASETS = ("ModelNet10,ModelNet40,ScanObjectNN:obj_bg,ScanObjectNN:obj_only,ScanObjectNN:pb_t50_rs,"
+                    "Objaverse-LVIS")
 # flags the scripts share, passed to each script whose parser has them (value flags, then switches)
 PASS_VALUES = ("clip", "data_root", "device", "num_workers", "num_points", "views", "epoch", "batch_size",
                "test_batch_size", "backend", "amp", "lr", "weight_decay", "limit_per_class", "test_source",
@@ -166,12 +171,11 @@ def parse_list(text: str, flag: str, kind=str) -> list:
     return values
 
 
+SCRIPTS = {"zeroshot": zeroshot, "fewshot": fewshot}
+
+
 def script_parser(script: str) -> argparse.ArgumentParser:
-    if script == "zeroshot":
-        import zeroshot
-        return zeroshot.get_args_parser()
-    import fewshot
-    return fewshot.get_args_parser()
+    return SCRIPTS[script].get_args_parser()
 
 
 def passed_flags(args: argparse.Namespace, script: str, exclude: Sequence[str] = ()) -> List[str]:
@@ -221,7 +225,8 @@ def plan(args: argparse.Namespace) -> List[Cell]:
                 if dataset != "Objaverse-LVIS":
                     argv += ["--search_view_weights", str(args.search_view_weights)]
                 exclude.append("views")  # the realistic projection has its own 10 views
-            cells.append(Cell(method, label, variant, None, 0, "zeroshot", argv + passed_flags(args, "zeroshot", exclude)))
+            argv += passed_flags(args, "zeroshot", exclude)
+            cells.append(Cell(method, label, variant, None, 0, "zeroshot", argv))
     if "dpa" in methods:
         shots = parse_list(args.shots, "--shots", int)
         seeds = parse_list(args.seeds, "--seeds", int)
@@ -249,8 +254,6 @@ def plan(args: argparse.Namespace) -> List[Cell]:
 
 def check_data(cells: Sequence[Cell], data_root: str) -> None:
     """Before any work: every dataset the cells read is present (one line naming the first missing)."""
-    from datasets.objaverse import FOLDER, SPLIT
-    from datasets.scanobjectnn import h5_path
     needed = []
     for cell in cells:
         dataset, variant = DATASETS[cell.dataset] if cell.script == "zeroshot" else ("ModelNet40", None)
@@ -269,7 +272,7 @@ def check_data(cells: Sequence[Cell], data_root: str) -> None:
             needed += [str(h5_path(data_root, variant, "test"))] + ([str(h5_path(data_root, variant, "train"))]
                                                                      if search else [])
         else:
-            needed.append(os.path.join(data_root, FOLDER, SPLIT))
+            needed.append(os.path.join(data_root, LVIS_FOLDER, LVIS_SPLIT))
     for path in dict.fromkeys(needed):
         if not os.path.exists(path):
             raise UsageError(f"--data_root {data_root}: {path} is missing (see data/README.md and "
@@ -383,7 +386,7 @@ def run_cell(cell: Cell, output_dir: str, device: Optional[str] = None, echo: bo
     its rows to results.jsonl."""
     import torch
     argv = cell.argv + (["--device", device] if device else [])
-    module = __import__(cell.script)
+    module = SCRIPTS[cell.script]
     args = module.get_args_parser().parse_args(argv)
     os.makedirs(os.path.join(output_dir, "logs"), exist_ok=True)
     start = time.time()
@@ -590,7 +593,8 @@ def plot_fewshot(path: str, entries: Sequence[dict]) -> bool:
         points = sorted((e["shots"], e["top1"], e["top1_std"]) for e in fs if e["protocol"] == protocol)
         if points:
             x, y, s = zip(*points)
-            ax.errorbar(x, y, yerr=s, fmt=style, capsize=3, label=f"{protocol} ({'best epoch' if protocol == 'published' else 'last epoch'})")
+            epoch = "best epoch" if protocol == "published" else "last epoch"
+            ax.errorbar(x, y, yerr=s, fmt=style, capsize=3, label=f"{protocol} ({epoch})")
     shots = sorted({e["shots"] for e in fs})
     ax.set_xscale("log", base=2)
     ax.set_xticks(shots)

@@ -4,7 +4,6 @@ import csv
 import json
 import math
 import os
-import shutil
 
 import numpy as np
 import pytest

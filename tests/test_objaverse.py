@@ -62,7 +62,8 @@ def test_absolute_data_paths_of_another_machine_are_found(tmp_path, data):
         e["data_path"] = "/mnt/storage/processed/" + e["data_path"]
     split.write_text(json.dumps(entries))
     ds = ObjaverseLVIS(tmp_path)
-    assert ds.path(0) == root / json.loads((data / "Objaverse-LVIS/meta_data/split/lvis.json").read_text())[0]["data_path"]
+    original = json.loads((data / "Objaverse-LVIS" / "meta_data" / "split" / "lvis.json").read_text())
+    assert ds.path(0) == root / original[0]["data_path"]
     assert ds[0][0].shape == (1024, 3)
     (ds.path(1)).unlink()
     with pytest.raises(FileNotFoundError, match=f"missing shape {ds.files[1]} listed in lvis.json"):
