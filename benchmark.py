@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 import fewshot
 import zeroshot
 from datasets.objaverse import FOLDER as LVIS_FOLDER, SPLIT as LVIS_SPLIT
@@ -384,7 +386,6 @@ def run_cell(cell: Cell, output_dir: str, device: Optional[str] = None, echo: bo
     """Run one cell through its script's parser and main (on `device` when given), its output into
     DIR/logs/<cell>.log (with echo its stderr, the progress bars, on the console too), then append
     its rows to results.jsonl."""
-    import torch
     argv = cell.argv + (["--device", device] if device else [])
     module = SCRIPTS[cell.script]
     args = module.get_args_parser().parse_args(argv)
@@ -420,25 +421,21 @@ def _run_on_worker_device(cell: Cell, output_dir: str) -> List[dict]:
 def run_parallel(cells: Sequence[Cell], output_dir: str, devices: Sequence[str]) -> None:
     """One process per device, each running cells as they come; the first failure stops the rest."""
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-    context = multiprocessing.get_context("spawn")
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked processes
     queue = context.Queue()
     for d in devices:
         queue.put(d)
     with ProcessPoolExecutor(len(devices), mp_context=context, initializer=_claim_device,
                              initargs=(queue,)) as pool:
         futures = {pool.submit(_run_on_worker_device, c, output_dir): c for c in cells}
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        for f in pending:
-            f.cancel()
-        for f in done:
-            if f.exception() is None:
-                print(f"done {futures[f].name}: {summary(f.result())}", flush=True)
-        for f in done:
-            f.result()  # raise the first failure
-        for f in wait(pending)[0]:
-            if not f.cancelled():
-                f.result()
+        try:
+            for future in as_completed(futures):
+                print(f"done {futures[future].name}: {summary(future.result())}", flush=True)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def run_submitit(cells: Sequence[Cell], output_dir: str, executor) -> None:
@@ -633,10 +630,13 @@ def main(args: argparse.Namespace, executor=None) -> str:
     check_data(cells, args.data_root or "./data")
     devices = None
     if args.gpus:
-        devices = [f"cuda:{i}" for i in parse_list(args.gpus, "--gpus", int)]
         if args.launcher == "slurm":
             raise UsageError("--gpus runs cells on this machine; --launcher slurm gives each job its own GPU")
-    os.makedirs(args.output_dir, exist_ok=True)
+        indices = parse_list(args.gpus, "--gpus", int)
+        if min(indices) < 0 or max(indices) >= torch.cuda.device_count():
+            raise UsageError(f"--gpus {args.gpus}: this machine has {torch.cuda.device_count()} CUDA devices "
+                             f"(expected indices 0..{torch.cuda.device_count() - 1})")
+        devices = [f"cuda:{i}" for i in indices]
     rows = {} if args.overwrite else read_results(args.output_dir)
     todo = [c for c in cells if not is_finished(c, rows)]
     print(f"{len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run; results in "
@@ -646,18 +646,21 @@ def main(args: argparse.Namespace, executor=None) -> str:
             state = "to run" if c in todo else "finished"
             print(f"  [{state:>8}] {c.name}: python {c.script}.py {' '.join(c.argv)}")
         return ""
-    if todo and executor is None and args.launcher == "slurm":
-        executor = slurm_executor(args)
-    if not todo:
-        pass
-    elif executor is not None:
-        run_submitit(todo, args.output_dir, executor)
-    elif devices:
+    os.makedirs(args.output_dir, exist_ok=True)
+    if todo and (executor is not None or args.launcher == "slurm"):
+        run_submitit(todo, args.output_dir, executor or slurm_executor(args))
+    elif todo and devices:
         run_parallel(todo, args.output_dir, devices)
     else:
         for i, cell in enumerate(todo):
             print(f"[{i + 1}/{len(todo)}] {cell.name}: python {cell.script}.py {' '.join(cell.argv)}", flush=True)
-            print(f"  {summary(run_cell(cell, args.output_dir, echo=True))}", flush=True)
+            try:
+                rows = run_cell(cell, args.output_dir, echo=True)
+            except BaseException:
+                print(f"  stopped in {cell.name} (its output: {os.path.join(args.output_dir, 'logs', cell.name)}.log); "
+                      f"the same command resumes from here", flush=True)
+                raise
+            print(f"  {summary(rows)}", flush=True)
     text = write_tables(args.output_dir, cells)
     print(text)
     print(f"wrote {os.path.join(args.output_dir, 'table.md')}, table.csv"

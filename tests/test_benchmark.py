@@ -100,7 +100,8 @@ def test_cells_equal_the_scripts_own_results(tmp_path, plan_run):
     out, _ = plan_run
     rows = read_rows(out)
     keys = ("top1", "top3", "top5", "mean_class", "objects")
-    cell = next(r for r in rows if r["method"] == "pointclip_v2" and r["dataset"] == "ModelNet10")
+    # each cell against its script run anew with the cell's recorded flags
+    cell = next(r for r in rows if r["method"] == "clip2point" and r["dataset"] == "Objaverse-LVIS")
     result = zeroshot.main(zeroshot.get_args_parser().parse_args(cell["flags"][1:]))
     assert {k: result[k] for k in keys} == {k: cell[k] for k in keys}
     published, last = [r for r in rows if r["method"] == "dpa" and r["shots"] == 1 and r["seed"] == 2]
@@ -222,6 +223,8 @@ def test_bad_flags_end_with_one_line_before_any_work(tmp_path, setup, tiny_clip_
     assert "cell clip_ModelNet10: " in message("--views", "7") and "invalid choice: 7" in message("--views", "7")
     assert "ScanObjectNN/main_split/test_objectdataset.h5 is missing" in message(
         "--data_root", tmp_path, "--datasets", "ScanObjectNN")
+    assert f"--gpus 99: this machine has {torch.cuda.device_count()} CUDA devices" in message("--gpus", "99")
+    assert "--launcher slurm gives each job its own GPU" in message("--gpus", "0", "--launcher", "slurm")
     assert not (tmp_path / "x").exists()
 
 
