@@ -518,11 +518,14 @@ CSV_FIELDS = ("section", "method", "dataset", "shots", "protocol", "seeds", "top
 
 
 def write_csv(path: str, entries: Sequence[dict]) -> None:
+    """table.csv: the long-form table, accuracies in % with 2 decimals, `source` the footnotes' text."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
         for e in entries:
-            writer.writerow({k: f"{e[k]:.2f}" if isinstance(e[k], float) else e[k] for k in CSV_FIELDS})
+            row = {k: f"{e[k]:.2f}" if isinstance(e[k], float) else e[k] for k in CSV_FIELDS}
+            row["source"] = " ".join(f"[{n}] {FOOTNOTES[n]}" for n in e["source"].split(",") if n)
+            writer.writerow(row)
 
 
 def _has_topk(dataset: str) -> bool:

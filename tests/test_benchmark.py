@@ -91,7 +91,7 @@ def test_plan_completes_with_every_field(plan_run):
     assert len(table) == 6 + 4  # 6 zero-shot cells, 2 protocols x 2 shot counts
     lvis = next(t for t in table if t["method"] == "clip2point" and t["dataset"] == "Objaverse-LVIS")
     assert float(lvis["top5"]) == pytest.approx(100 * zs[3]["top5"], abs=0.005)
-    assert lvis["published"] == "2.7 / 5.8 / 7.9 [b]" and lvis["source"] == "b"
+    assert lvis["published"] == "2.7 / 5.8 / 7.9 [b]" and lvis["source"] == f"[b] {benchmark.FOOTNOTES['b']}"
     with open(os.path.join(out, "fewshot.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
