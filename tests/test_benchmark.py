@@ -12,7 +12,6 @@ import torch
 import benchmark
 import fewshot
 import zeroshot
-from tests.data_fixtures import synthetic_root
 from utils.cli import run
 from utils.clip_loader import load_clip
 from utils.evaluation import metrics
@@ -21,9 +20,9 @@ TEST_PLY = 10  # fixed ModelNet40 test objects the few-shot cells are tested on 
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_clip_path):
+def setup(tmp_path_factory, tiny_clip_path, synthetic_root):
     """A data root (the synthetic set with a smaller ModelNet40_Ply) and a pre-training checkpoint."""
-    data = synthetic_root()
+    data = synthetic_root
     root = tmp_path_factory.mktemp("bench_data")
     for entry in data.iterdir():
         if entry.name != "ModelNet40_Ply":
@@ -63,6 +62,7 @@ def plan_run(tmp_path_factory, setup, tiny_clip_path):
     return out, text
 
 
+@pytest.mark.slow
 def test_plan_completes_with_every_field(plan_run):
     out, text = plan_run
     rows = read_rows(out)
@@ -96,6 +96,7 @@ def test_plan_completes_with_every_field(plan_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_cells_equal_the_scripts_own_results(tmp_path, plan_run):
     out, _ = plan_run
     rows = read_rows(out)
@@ -112,6 +113,7 @@ def test_cells_equal_the_scripts_own_results(tmp_path, plan_run):
     assert result["best_top1"] == published["top1"] and published["epoch"] == last["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_interrupted_benchmark_resumes_to_the_same_table(tmp_path, plan_run, setup, tiny_clip_path, monkeypatch):
     full, text = plan_run
     out = str(tmp_path / "resumed")
@@ -148,6 +150,7 @@ def test_interrupted_benchmark_resumes_to_the_same_table(tmp_path, plan_run, set
         assert a.read() == b.read()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_cells_and_overwrite_runs_them_all(plan_run, setup, tiny_clip_path, capsys):
     out, _ = plan_run
     benchmark.main(bench_args(out, setup, tiny_clip_path, "--dry_run"))
@@ -228,6 +231,7 @@ def test_bad_flags_end_with_one_line_before_any_work(tmp_path, setup, tiny_clip_
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_submitit_local_executor_runs_a_cell(tmp_path, plan_run, setup, tiny_clip_path):
     submitit = pytest.importorskip("submitit")
     out = str(tmp_path / "sub")

@@ -13,13 +13,12 @@ from datasets import ObjaverseLVIS, farthest_point_sample, normalize
 from datasets.check import check
 from datasets.objaverse import read_npy_dict, sample_batch
 from datasets.synthetic import LVIS_CATEGORIES, LVIS_PER_CLASS
-from tests.data_fixtures import synthetic_root
 from utils.errors import DataError, UsageError
 
 
 @pytest.fixture(scope="module")
-def data():
-    return synthetic_root()
+def data(synthetic_root):
+    return synthetic_root
 
 
 def test_reads_the_synthetic_set(data):
