@@ -4,7 +4,8 @@
 
 Generates data/synthetic (if absent), writes a tiny random CLIP, pre-trains it briefly,
 evaluates zero-shot, trains and evaluates the few-shot adapter, classifies a few files with
-classify.py, saves a depth-map picture and prints a summary. The CLIP weights are random and tiny,
+classify.py, runs a tiny benchmark.py plan (its table beside the published figures), saves a
+depth-map picture and prints a summary. The CLIP weights are random and tiny,
 and the shapes are procedural, so the accuracies show that the machinery works, not the paper's
 numbers.
 """
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import benchmark
 import classify
 import fewshot
 import pretraining
@@ -67,18 +69,18 @@ def main(args: argparse.Namespace) -> None:
 
     zs_args = zeroshot.get_args_parser().parse_args(
         common + ["--ckpt", ckpt, "--save_predictions", os.path.join(out, "zeroshot_predictions.csv")])
-    acc = step("zero-shot ModelNet40", lambda: zeroshot.main(zs_args), summary)
+    acc = step("zero-shot ModelNet40", lambda: zeroshot.main(zs_args), summary)["top1"]
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     fs_args = fewshot.get_args_parser().parse_args(
         common + ["--exp_name", "demo", "--ckpt", ckpt, "--shots", "4", "--batch_size", "16", "--epoch",
                   str(args.fewshot_epochs), "--output_dir", os.path.join(out, "exp_results"), "--overwrite"])
     best = step("few-shot training", lambda: fewshot.main(fs_args), summary, quiet=False)
-    summary[-1] = (summary[-1][0], f"{best['test']:.4f}", summary[-1][2])
+    summary[-1] = (summary[-1][0], f"{best['best_top1']:.4f}", summary[-1][2])
 
     ev_args = fewshot.get_args_parser().parse_args(
         common + ["--eval", "--ckpt", os.path.join(out, "exp_results", "demo", "best.pth")])
-    acc = step("few-shot evaluation", lambda: fewshot.main(ev_args), summary)
+    acc = step("few-shot evaluation", lambda: fewshot.main(ev_args), summary)["top1"]
     summary[-1] = (summary[-1][0], f"{acc:.4f}", summary[-1][2])
 
     # classify.py on a few demo files: fixed points (.ply), one as .xyz and .pcd, and a mesh (.off)
@@ -103,6 +105,16 @@ def main(args: argparse.Namespace) -> None:
     printed = step("classify.py on demo files", classify_files, summary)
     summary[-1] = (summary[-1][0], f"{len(printed.splitlines())} objects", summary[-1][2])
     print(f"$ python classify.py {' '.join(shlex.quote(a) for a in cl_argv)}\n{printed}", end="")
+
+    # benchmark.py: a tiny plan, the three zero-shot methods on Objaverse-LVIS (one shape per category)
+    bench_argv = ["--output_dir", os.path.join(out, "benchmark"), "--overwrite", "--ckpt", ckpt, "--data_root",
+                  args.data_root, "--clip", os.path.join(out, "tiny_clip.pt"), "--device", args.device,
+                  "--num_workers", "0", "--methods", "clip,clip2point,pointclip_v2", "--datasets", "Objaverse-LVIS",
+                  "--limit_per_class", "1"]
+    table = step("benchmark.py tiny plan", lambda: benchmark.main(benchmark.get_args_parser().parse_args(bench_argv)),
+                 summary)
+    summary[-1] = (summary[-1][0], "benchmark/table.md", summary[-1][2])
+    print(f"$ python benchmark.py {' '.join(shlex.quote(a) for a in bench_argv)}\n{table}", end="")
 
     def picture() -> str:
         points = ModelNet40Ply(args.data_root, "test")[0][0]

@@ -12,7 +12,7 @@ learnable view selector) train.
 import argparse
 import time
 import warnings
-from typing import Sequence
+from typing import Dict, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from utils.amp import grad_scaler, optimizer_step
 from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
 from utils.encode_once import EncodeOnce
-from utils.evaluation import accuracy, predict_all, print_report, write_predictions
+from utils.evaluation import metrics, predict_all, print_report, write_predictions
 from utils.resume import recorded_flags, resume, save_last
 from utils.seeding import reseed_per_rank, seed_everything
 from utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
@@ -90,8 +90,8 @@ def describe_shots(labels: Sequence[int], classes: Sequence[str], shots: int) ->
             f"{', '.join(short)}")
 
 
-def evaluate(args: argparse.Namespace, device: torch.device) -> float:
-    """Accuracy of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
+def evaluate(args: argparse.Namespace, device: torch.device) -> Dict[str, float]:
+    """Metrics (`utils.evaluation.metrics`) of a whole few-shot checkpoint on the fixed ModelNet40 test points."""
     if not args.ckpt:
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
     check_encoder_flags(args, device)
@@ -110,14 +110,15 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> float:
     model.replace_encoders(encoder_speed_up(args, device, args.test_batch_size * args.views))
     if main_process:
         print(f"ModelNet40_Ply: {len(test_set)} test objects, {args.views} views, device {device}, model {args.ckpt}")
-    labels, preds = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval")
+    labels, ranked = predict_all(lambda p: model(p) @ prompts.t(), loader, device, desc="few-shot eval", topk=5)
+    result = metrics(labels, ranked, len(test_set.classes))
     if not main_process:
-        return accuracy(labels, preds)
-    acc = print_report(labels, preds, test_set.classes)
+        return result
+    print_report(labels, ranked[:, 0], test_set.classes)
     if args.save_predictions:
-        write_predictions(args.save_predictions, test_set.files, labels, preds)
+        write_predictions(args.save_predictions, test_set.files, labels, ranked[:, 0])
         print(f"wrote {args.save_predictions}")
-    return acc
+    return result
 
 
 def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
@@ -128,7 +129,10 @@ def single_object_last_batch(num_objects: int, batch_size: int) -> bool:
     return per_process % (batch_size // world) == 1
 
 
-def main(args: argparse.Namespace):
+def main(args: argparse.Namespace) -> Dict[str, object]:
+    """Train (or with --eval evaluate) -> the metrics of the last test (`utils.evaluation.metrics`:
+    top1, top3, top5, mean_class, objects); training adds best_top1 (the best test top-1 over all
+    epochs, resumed ones included) and epochs (the test metrics of each epoch this call ran)."""
     device = distributed.init_distributed(get_device(args.device))
     seed_everything(args.seed)
     if args.eval:
@@ -192,6 +196,8 @@ def main(args: argparse.Namespace):
     scaler = grad_scaler(amp, device)
     reseed_per_rank(args.seed)
     start_epoch, best = 0, {"test": -1.0}
+    result: Dict[str, object] = {"top1": None, "top3": None, "top5": None, "mean_class": None, "objects": 0}
+    history = []
     if args.resume:
         start_epoch, best = resume(last, model, optimizer, None, scaler)
         del last
@@ -229,7 +235,9 @@ def main(args: argparse.Namespace):
         loss_sum, correct, seen = distributed.all_reduce_sum(sums).tolist()
 
         model.eval()
-        test_acc = accuracy(*predict_all(test_logits, test_batches, device, desc="test"))
+        result = metrics(*predict_all(test_logits, test_batches, device, desc="test", topk=5), len(test_set.classes))
+        test_acc = result["top1"]
+        history.append(result)
         end_of_epoch(log, writer, epoch, {"loss": loss_sum / seen, "train_acc": correct / seen, "test_acc": test_acc},
                      time.time() - start)
         if main_process:
@@ -239,7 +247,7 @@ def main(args: argparse.Namespace):
         save_best(log, run_dir, best, {"test": test_acc}, model.state_dict(), {"test": "best.pth"}, main_process)
         save_last(run_dir, model, optimizer, None, epoch, best, scaler, flags=recorded_flags(args))
     finish_run(log, writer, f"best test accuracy {best['test']:.4f}")
-    return best
+    return {**result, "best_top1": best["test"], "epochs": history}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     python zeroshot.py --ckpt best_eval.pth --dataset ScanObjectNN
     python zeroshot.py                                               # plain CLIP, no pre-training
     python zeroshot.py --projection realistic --search_view_weights 16   # PointCLIP V2's projection
+    python zeroshot.py --ckpt best_eval.pth --dataset Objaverse-LVIS --limit_per_class 5   # a quick LVIS run
 
 Each object is rendered into depth maps, every map is encoded and compared with the CLIP text
 features of "image of a {class}"; the similarities are summed over the views (or weighted:
@@ -11,12 +12,13 @@ features of "image of a {class}"; the similarities are summed over the views (or
 """
 import argparse
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ScanObjectNN
+from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ObjaverseLVIS, ScanObjectNN
+from datasets.objaverse import sample_batch
 from models.views import view_features
 from render import build_projection, projection_views
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
@@ -28,7 +30,7 @@ from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_ou
 from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
 from utils.errors import UsageError
-from utils.evaluation import collect_features, predict, print_report, write_predictions
+from utils.evaluation import collect_features, metrics, predict, print_report, write_predictions
 from utils.scoring import view_similarities
 from utils.seeding import seed_everything
 from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
@@ -36,8 +38,12 @@ from utils.view_weights import format_view_weights, parse_view_weights, search_v
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description="Zero-shot classification of point clouds with CLIP2Point.")
-    parser.add_argument("--dataset", default="ModelNet40", choices=["ModelNet10", "ModelNet40", "ScanObjectNN"],
+    parser.add_argument("--dataset", default="ModelNet40",
+                        choices=["ModelNet10", "ModelNet40", "ScanObjectNN", "Objaverse-LVIS"],
                         help="test set (default ModelNet40)")
+    parser.add_argument("--limit_per_class", type=int, default=0, metavar="N",
+                        help="Objaverse-LVIS: evaluate only the first N shapes of each category, for a quick "
+                             "run (default 0: all 46,832)")
     parser.add_argument("--views", type=int, default=None, choices=[6, 10],
                         help="number of views (default 6; --projection realistic has 10)")
     parser.add_argument("--projection", default="depth", choices=["depth", "realistic"],
@@ -76,6 +82,9 @@ def fps_device(device: torch.device) -> Optional[str]:
 
 def build_test_set(args: argparse.Namespace, device: torch.device):
     """The test split of --dataset and whether its objects are rotated before rendering."""
+    if args.dataset == "Objaverse-LVIS":  # stored y-up, like ShapeNet: no ModelNet rotation
+        return ObjaverseLVIS(args.data_root, "test", num_points=args.num_points,
+                             limit_per_class=args.limit_per_class, fps_device=fps_device(device)), False
     if args.dataset == "ScanObjectNN":
         return ScanObjectNN(args.data_root, "test", num_points=args.num_points, variant=args.variant,
                             fps_device=fps_device(device)), False
@@ -96,6 +105,8 @@ def check_view_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--views {args.views}: {e}") from None
     if args.search_view_weights < 0:
         raise UsageError(f"--search_view_weights must be >= 0 objects per class, got {args.search_view_weights}")
+    if args.search_view_weights and args.dataset == "Objaverse-LVIS":
+        raise UsageError("--search_view_weights: Objaverse-LVIS has no training split to search the view weights on")
     if args.search_view_weights and args.view_weights:
         raise UsageError("--view_weights and --search_view_weights exclude each other: give the weights or "
                          "search them")
@@ -131,10 +142,14 @@ def pick_view_weights(features_fn: Callable[[torch.Tensor], torch.Tensor], searc
     return weights
 
 
-def main(args: argparse.Namespace) -> float:
+def main(args: argparse.Namespace) -> Dict[str, float]:
+    """Evaluate --dataset -> {top1, top3, top5, mean_class, objects} (accuracies in [0, 1])."""
     device = get_device(args.device)
     amp = amp_dtype(args.amp, device)
     require_positive(args, "num_points", "test_batch_size")
+    if args.limit_per_class < 0 or (args.limit_per_class and args.dataset != "Objaverse-LVIS"):
+        raise UsageError(f"--limit_per_class {args.limit_per_class}: expected N >= 1 objects per class, with "
+                         f"--dataset Objaverse-LVIS only")
     check_output_file(args.save_predictions, "--save_predictions")
     seed_everything(args.seed)
     check_view_flags(args)
@@ -157,6 +172,7 @@ def main(args: argparse.Namespace) -> float:
           f"encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")
 
     def features(points: torch.Tensor) -> torch.Tensor:
+        points = sample_batch(points, args.num_points)  # Objaverse-LVIS clouds sampled on a GPU
         # only the encoder runs under autocast: the projection stays in float32
         return view_features(projection, encoder, points, rot, amp)
 
@@ -167,13 +183,16 @@ def main(args: argparse.Namespace) -> float:
         return zeroshot_logits(features(points), prompts, args.views, weights)
 
     start = time.time()
-    labels, preds = predict(logits, loader, device, desc=f"zero-shot {args.dataset}")
+    labels, ranked = predict(logits, loader, device, desc=f"zero-shot {args.dataset}", topk=5)
+    preds = ranked[:, 0]
     print(f"evaluated {len(labels)} objects in {time.time() - start:.1f}s")
-    acc = print_report(labels, preds, dataset.classes)
+    result = metrics(labels, ranked, len(dataset.classes))
+    print(f"top-1 / top-3 / top-5: {result['top1']:.4f} / {result['top3']:.4f} / {result['top5']:.4f}")
+    print_report(labels, preds, dataset.classes)  # ends with "accuracy: <top-1>"
     if args.save_predictions:
         write_predictions(args.save_predictions, dataset.files, labels, preds)
         print(f"wrote {args.save_predictions}")
-    return acc
+    return result
 
 
 if __name__ == "__main__":

@@ -10,11 +10,12 @@ from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNE
 from datasets.common import DataError, DatasetNotFound, normalize
 from datasets.fps import farthest_point_sample
 from datasets.modelnet import ModelNet10, ModelNet40Align, ModelNet40Ply
+from datasets.objaverse import ObjaverseLVIS
 from datasets.scanobjectnn import ScanObjectNN
 from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV, ShapeNet55, ShapeNetRender
 
 __all__ = [
-    "ModelNet40Align", "ModelNet40Ply", "ModelNet10", "ScanObjectNN", "ShapeNet55",
+    "ModelNet40Align", "ModelNet40Ply", "ModelNet10", "ObjaverseLVIS", "ScanObjectNN", "ShapeNet55",
     "ShapeNetRender", "DatasetNotFound", "DataError", "normalize", "farthest_point_sample",
     "MODELNET40_CLASSES", "MODELNET40_PROMPTS", "MODELNET10_CLASSES", "MODELNET10_PROMPTS",
     "SCANOBJECTNN_CLASSES", "SCANOBJECTNN_PROMPTS", "SHAPENET55_SYNSETS", "SHAPENET55_PROMPTS",

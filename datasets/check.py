@@ -20,6 +20,7 @@ from datasets.common import LAYOUTS, DataError, DatasetNotFound, PathLike, norma
 from datasets.mesh import read_off
 from datasets.modelnet import (ModelNet10, ModelNet40Align, ModelNet40Ply, ModelNetMeshes, ModelNetPly,
                                read_ply_points)
+from datasets.objaverse import FOLDER as LVIS_FOLDER, ObjaverseLVIS
 from datasets.scanobjectnn import VARIANTS, ScanObjectNN, h5_path
 from datasets.shapenet import ShapeNet55
 
@@ -193,6 +194,16 @@ def check(data_root: PathLike, quick: bool = False, max_problems: int = 10) -> R
     check_splits(report, "ShapeNet55", root / "ShapeNet55", ("train", "test"),
                  lambda s: ShapeNet55(root, partition=s), ShapeNet55.prompts, _read_item, quick)
     check_rendering(report, root, quick)
+    if (root / LVIS_FOLDER).exists():  # optional: the zero-shot benchmark of docs/reproducing.md
+        try:
+            lvis = ObjaverseLVIS(root)
+        except (DatasetNotFound, DataError, OSError) as e:
+            report.present += 1
+            report.problem(str(e))
+            report.status(LVIS_FOLDER, "problem", "no readable split")
+        else:
+            check_splits(report, LVIS_FOLDER, root / LVIS_FOLDER, ("test",), lambda s: lvis, lvis.classes,
+                         _read_item, quick)
     return report
 
 

@@ -22,6 +22,8 @@ LAYOUTS = {
     "ShapeNet55": "ShapeNet55/ShapeNet-55/{train,test}.txt (lines <synset>-<model>.npy) and "
                   "ShapeNet55/shapenet_pc/<synset>-<model>.npy (8192 x 3)",
     "Rendering": "Rendering/<synset>_<model>/<k>.png, k = 0..9 (RGB renders from the 10 views)",
+    "Objaverse-LVIS": "Objaverse-LVIS/meta_data/split/lvis.json (list of {uid, category, data_path, group}) and "
+                      "Objaverse-LVIS/Objaverse/<group>/<uid>.npy (pickled dict with xyz (10000, 3))",
 }
 
 

@@ -33,10 +33,10 @@ from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
 from render import Renderer
 from render.renderer import CLIP_MEAN, CLIP_STD
 
-VERSION = 2  # 2: ModelNet*_Ply exported with the stratified mesh sampler
+VERSION = 3  # 2: ModelNet*_Ply exported with the stratified mesh sampler; 3: Objaverse-LVIS
 MARKER = ".synthetic_complete.json"
 FOLDERS = ("ModelNet40_Align", "ModelNet40_Ply", "ModelNet10", "ModelNet10_Ply", "ScanObjectNN",
-           "ShapeNet55", "Rendering")
+           "ShapeNet55", "Rendering", "Objaverse-LVIS")
 
 # objects per class and split
 MODELNET_TRAIN, MODELNET_TEST = 4, 2
@@ -44,6 +44,10 @@ SCAN_TRAIN, SCAN_TEST = 4, 2
 SHAPENET_TRAIN, SHAPENET_TEST = 2, 1
 SCAN_POINTS, SHAPENET_POINTS = 2048, 8192
 RENDER_POINTS = 1024
+# Objaverse-LVIS: a few categories (real LVIS names, underscores kept as on disk), listed out of
+# sorted order so that the class index really comes from sorting
+LVIS_CATEGORIES = ("teapot", "Band_Aid", "armchair", "traffic_light", "baseball_bat", "bucket")
+LVIS_PER_CLASS, LVIS_POINTS = 2, 2048  # the real files hold 10000 points: fewer keep the demo fast
 # one train object from the exclusion list, with a cloud but no renderings, as in the real data
 EXCLUDED_EXAMPLE = SHAPENET55_EXCLUDED[0]
 
@@ -249,6 +253,28 @@ def write_renderings(root: Path, clouds: Dict[str, np.ndarray], seed: int, image
                 Image.fromarray((rgb[k] * 255 + 0.5).astype(np.uint8)).save(folder / f"{k}.png", compress_level=1)
 
 
+def write_objaverse_lvis(root: Path, seed: int) -> None:
+    """OpenShape's processed layout: meta_data/split/lvis.json and Objaverse/<group>/<uid>.npy,
+    each a pickled dict (np.save of a dict) with xyz (LVIS_POINTS, 3) float32 y-up in [-1, 1] and rgb."""
+    entries = []
+    for c, name in enumerate(LVIS_CATEGORIES):
+        for i in range(LVIS_PER_CLASS):
+            rng = np.random.default_rng([seed, _class_key("lvis"), c, i])
+            xyz = sample_points(make_mesh(name, rng), LVIS_POINTS, rng)
+            xyz = (xyz - (xyz.max(0) + xyz.min(0)) / 2) / np.abs(xyz).max()
+            uid = hashlib.md5(f"lvis-{name}-{i}".encode()).hexdigest()
+            group = f"000-{i:03d}"
+            (root / "Objaverse" / group).mkdir(parents=True, exist_ok=True)
+            rgb = np.broadcast_to(class_color(name), xyz.shape).astype(np.float32)
+            np.save(root / "Objaverse" / group / f"{uid}.npy",
+                    {"dataset": "Objaverse", "group": group, "id": uid, "xyz": xyz.astype(np.float32), "rgb": rgb,
+                     "text": [name.replace("_", " ")]}, allow_pickle=True)
+            entries.append({"uid": uid, "category": name, "data_path": f"Objaverse/{group}/{uid}.npy",
+                            "group": group})
+    (root / "meta_data" / "split").mkdir(parents=True, exist_ok=True)
+    (root / "meta_data" / "split" / "lvis.json").write_text(json.dumps(entries, indent=1))
+
+
 # ---------------------------------------------------------------------------------------------
 
 def is_complete(out_dir: PathLike, seed: int = 0, image_size: int = 224) -> bool:
@@ -280,6 +306,7 @@ def generate(out_dir: PathLike = "data/synthetic", seed: int = 0, image_size: in
     write_scanobjectnn(out / "ScanObjectNN", seed)
     clouds = write_shapenet(out / "ShapeNet55", seed)
     write_renderings(out / "Rendering", clouds, seed, image_size)
+    write_objaverse_lvis(out / "Objaverse-LVIS", seed)
     (out / MARKER).write_text(json.dumps({"version": VERSION, "seed": seed, "image_size": image_size}))
     return out
 

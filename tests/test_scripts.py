@@ -98,7 +98,7 @@ def test_pretraining_resume_matches_straight_run(tmp_path, data, tiny_clip_path,
 def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, capsys):
     out = tmp_path / "preds.csv"
     acc = zeroshot.main(parse(zeroshot, "--ckpt", pretrained[0] / "best_val.pth", "--data_root", data, "--clip",
-                              tiny_clip_path, "--save_predictions", out))
+                              tiny_clip_path, "--save_predictions", out))["top1"]
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == f"wrote {out}"  # the accuracy comes first, then the file
     assert printed[-2] == f"accuracy: {acc:.4f}"
@@ -116,7 +116,7 @@ def test_zeroshot_csv_and_report(tmp_path, data, tiny_clip_path, pretrained, cap
 def test_zeroshot_scanobjectnn_and_modelnet10(tmp_path, data, tiny_clip_path, capsys):
     csv_path = tmp_path / "scan.csv"
     acc = zeroshot.main(parse(zeroshot, "--dataset", "ScanObjectNN", "--data_root", data, "--clip", tiny_clip_path,
-                              "--views", 10, "--save_predictions", csv_path))
+                              "--views", 10, "--save_predictions", csv_path))["top1"]
     out = capsys.readouterr().out
     expected = ScanObjectNN(data, "test")
     assert f"ScanObjectNN: {len(expected)} test objects" in out
@@ -142,8 +142,8 @@ def test_fewshot_train_then_eval(tmp_path, fewshot_run, data, tiny_clip_path, ca
     # evaluating the saved best model gives the best test accuracy logged during training
     out = tmp_path / "preds.csv"
     acc = fewshot.main(parse(fewshot, "--eval", "--ckpt", run_dir / "best.pth", "--data_root", data, "--clip",
-                             tiny_clip_path, "--save_predictions", out))
-    assert acc == pytest.approx(best["test"], abs=1e-6)
+                             tiny_clip_path, "--save_predictions", out))["top1"]
+    assert acc == pytest.approx(best["best_top1"], abs=1e-6) == max(e["top1"] for e in best["epochs"])
     assert capsys.readouterr().out.strip().splitlines()[-2:] == [f"accuracy: {acc:.4f}", f"wrote {out}"]
     with open(out) as f:
         assert next(csv.reader(f)) == ["file", "label", "pred"]
@@ -286,7 +286,7 @@ def test_fewshot_without_ckpt_trains_from_clip_on_both_paths(tmp_path, data, tin
                               "--shots", 1, "--batch_size", 16, "--epoch", 1, "--output_dir", tmp_path))
     run_dir = tmp_path / "clip"
     lines, epochs = epoch_lines(run_dir)
-    assert len(epochs) == 1 and float(epochs[0].split("test_acc ")[1].split()[0]) == pytest.approx(best["test"],
+    assert len(epochs) == 1 and float(epochs[0].split("test_acc ")[1].split()[0]) == pytest.approx(best["top1"],
                                                                                                    abs=5e-5)
     assert any("(ModelNet40_Align); depth encoder CLIP's image tower (no --ckpt)" in line for line in lines)
     state = torch.load(run_dir / "best.pth", map_location="cpu", weights_only=True)

@@ -70,7 +70,7 @@ def test_classes_differ_and_shapes_follow_the_name():
 
 
 def test_same_seed_same_files(root, small):
-    for folder in ("ModelNet40_Align", "ModelNet10", "ModelNet40_Ply", "ShapeNet55"):
+    for folder in ("ModelNet40_Align", "ModelNet10", "ModelNet40_Ply", "ShapeNet55", "Objaverse-LVIS"):
         files = sorted(p.relative_to(root) for p in (root / folder).rglob("*") if p.is_file())
         assert files == sorted(p.relative_to(small) for p in (small / folder).rglob("*") if p.is_file())
         for rel in files[::7]:

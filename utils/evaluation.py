@@ -2,7 +2,7 @@
 the predictions CSV."""
 import csv
 import os
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,15 +16,20 @@ from utils.scoring import zeroshot_logits
 
 @torch.no_grad()
 def predict(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
-            desc: str = "eval", progress: bool = True) -> Tuple[np.ndarray, np.ndarray]:
-    """Run `logits_fn(points (B, N, 3)) -> (B, K)` over (points, label) batches -> labels, predictions."""
+            desc: str = "eval", progress: bool = True, topk: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """Run `logits_fn(points (B, N, 3)) -> (B, K)` over (points, label) batches -> labels (M,) and
+    predictions (M,); with topk > 1 the predictions are the min(topk, K) best classes (M, k), best
+    first. Only labels and predictions are kept: any number of objects streams through."""
     labels, preds = [], []
     for points, label in tqdm(loader, desc=desc, leave=False, disable=not progress):
         logits = logits_fn(points.to(device, non_blocking=True))
-        preds.append(logits.argmax(dim=1).cpu())
+        if topk > 1:
+            preds.append(logits.topk(min(topk, logits.shape[1]), dim=1).indices.cpu())
+        else:
+            preds.append(logits.argmax(dim=1).cpu())
         labels.append(label.cpu())
     if not labels:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros((0, topk) if topk > 1 else 0, dtype=np.int64)
     return torch.cat(labels).numpy(), torch.cat(preds).numpy()
 
 
@@ -43,10 +48,10 @@ def collect_features(features_fn: Callable[[torch.Tensor], torch.Tensor], loader
 
 
 def predict_all(logits_fn: Callable[[torch.Tensor], torch.Tensor], loader: DataLoader, device: torch.device,
-                desc: str) -> Tuple[np.ndarray, np.ndarray]:
+                desc: str, topk: int = 1) -> Tuple[np.ndarray, np.ndarray]:
     """`predict` over an `distributed.eval_loader`: labels and predictions of the whole dataset, in
     order, on every process (under torchrun each process evaluates its shard)."""
-    labels, preds = predict(logits_fn, loader, device, desc, progress=distributed.is_main())
+    labels, preds = predict(logits_fn, loader, device, desc, progress=distributed.is_main(), topk=topk)
     return distributed.gather_predictions(labels, preds, loader)
 
 
@@ -61,6 +66,26 @@ def zeroshot_accuracy(infer: Callable[..., torch.Tensor], loader: DataLoader, pr
 
 def accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
     return float((labels == preds).mean()) if len(labels) else 0.0
+
+
+def metrics(labels: np.ndarray, ranked: np.ndarray, num_classes: int) -> Dict[str, float]:
+    """What a script's main returns: top1, top3, top5 (share of objects whose label is among the k
+    best classes; with fewer than k classes every label is), mean_class (the mean over the classes
+    present of the per-class top-1 accuracy) and objects. ranked: (M,) predictions or (M, k) best
+    classes, best first."""
+    ranked = ranked.reshape(len(labels), -1)
+    result: Dict[str, float] = {}
+    for k in (1, 3, 5):
+        if len(labels) == 0:
+            result[f"top{k}"] = 0.0
+        elif k > ranked.shape[1] and ranked.shape[1] < num_classes:
+            raise ValueError(f"top-{k} needs the {k} best classes, got {ranked.shape[1]}")
+        else:
+            result[f"top{k}"] = float((ranked[:, :k] == labels[:, None]).any(axis=1).mean())
+    per_class = per_class_accuracy(labels, ranked[:, 0] if len(labels) else labels, num_classes)
+    result["mean_class"] = float(np.nanmean(per_class)) if (~np.isnan(per_class)).any() else 0.0
+    result["objects"] = int(len(labels))
+    return result
 
 
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
