@@ -244,7 +244,7 @@ def _build_open_clip(arch: str, path: str, quick_gelu: bool) -> nn.Module:
     except OSError as err:
         raise ClipLoadError(f"cannot read OpenCLIP checkpoint {path} ({err.strerror or err})") from None
     except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
-            AttributeError, StopIteration) as err:
+            AttributeError, StopIteration, AssertionError) as err:
         raise ClipLoadError(f"{path} is not an OpenCLIP {arch} checkpoint ({read_error(err)})") from None
     finally:
         del model.load_state_dict
