@@ -184,33 +184,34 @@ def test_models_render_at_the_towers_resolution(tower):
     assert RealisticProjection(size)(points).shape == (2, 10, 3, size, size)
 
 
-def test_every_script_runs_with_the_tower(tower, tmp_path, capsys):
+def test_every_script_runs_with_the_tower(tower, tmp_path):
     spec, size, dim = tower
     data = str(synthetic_root())
+    small = ["--num_points", 256]  # the tower is what is tested here, not the amount of work
     extra = ["--dim", 512] if size == 64 else []  # the learnable selector's size does not depend on the tower
     best = pretraining.main(parse(pretraining, "--exp_name", "run", "--data_root", data, "--clip", spec,
-                                  "--batch_size", 16, "--epoch", 1, "--output_dir", tmp_path / "pre", *extra))
+                                  "--batch_size", 16, "--epoch", 1, "--views", 6, "--output_dir", tmp_path / "pre",
+                                  *small, *extra))
     assert 0 <= best["test"] <= 1
     pre = str(tmp_path / "pre" / "run" / "best_test.pth")
     record = tower_backbone(load_clip(spec).visual).record()
+    assert record["resolution"] == size
     assert torch.load(pre, weights_only=True)._metadata["module.point_model"][RECORD_KEY] == record
     assert read_state_dict(pre)._metadata[""][RECORD_KEY] == record
-    zeroshot.main(parse(zeroshot, "--data_root", data, "--clip", spec, "--ckpt", pre))
-    assert "accuracy" in capsys.readouterr().out.lower()
+    zeroshot.main(parse(zeroshot, "--data_root", data, "--clip", spec, "--ckpt", pre, *small))
     fewshot.main(parse(fewshot, "--exp_name", "run", "--data_root", data, "--clip", spec, "--ckpt", pre,
-                       "--epoch", 1, "--output_dir", tmp_path / "exp", "--test_source", "ply"))
+                       "--epoch", 1, "--views", 6, "--output_dir", tmp_path / "exp", "--test_source", "ply", *small))
     few = str(tmp_path / "exp" / "run" / "best.pth")
     assert torch.load(few, weights_only=True)._metadata["pre_model"][RECORD_KEY] == record
-    fewshot.main(parse(fewshot, "--eval", "--data_root", data, "--clip", spec, "--ckpt", few))
     cloud = tmp_path / "cloud.npy"
     np.save(cloud, np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32))
-    for flag, ckpt in (("--ckpt", pre), ("--fewshot_ckpt", few)):
-        views = tmp_path / f"views{flag}"
+    for flag, ckpt, views in (("--ckpt", pre, 6), ("--fewshot_ckpt", few, 6)):
+        folder = tmp_path / f"views{flag}"
         results = classify.main(parse(classify, cloud, "--classes", "chair,table", "--clip", spec, flag, ckpt,
-                                      "--save_views", views, workers=False))
-        assert [r["file"] for r in results] == [str(cloud)]
+                                      "--views", views, "--save_views", folder, workers=False))
+        assert [r["file"] for r in results] == [str(cloud)] and len(results[0]["views"]) == views
         png = np.asarray(Image.open(results[0]["views_png"]))
-        assert (png.shape[0] - 2) % (size + 2) == 0  # tiles of the tower's size
+        assert png.shape[:2] == (2 * (size + 2) + 2, 3 * (size + 2) + 2)  # 2 x 3 tiles of the tower's size
 
 
 def test_checkpoint_for_another_backbone_is_refused_naming_both(resnet_path, open_clip_spec, tiny_clip, tmp_path):
