@@ -28,6 +28,7 @@ from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNE
 from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
 from models.classifier import UP_AXES, PointCloudClassifier, classifier_views
 from render.pictures import depth_grid
+from utils.backbone import tower_backbone
 from utils.clip_loader import load_clip
 from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file, check_output_folder, get_device,
                        run)
@@ -90,8 +91,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "<file name>.<k>.png when taken: nothing there is replaced; docs/outputs.md)")
     parser.add_argument("--batch_size", type=int, default=32, help="objects per batch (default 32)")
     parser.add_argument("--clip", default="ViT-B/32",
-                        help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
-                             "(default ViT-B/32)")
+                        help="CLIP tower: an OpenAI name (RN50 ... ViT-L/14@336px, cached in ~/.cache/clip), "
+                             "open_clip:ARCH/TAG, open_clip:ARCH/FILE or a local OpenAI checkpoint file "
+                             "(default ViT-B/32; docs/backbones.md)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--backend", default="native", choices=["native", "pytorch3d"],
@@ -294,6 +296,7 @@ def _classify(args, reader: CloudReader, failures: List[str], classes, prompts, 
         raise UsageError(f"no readable point cloud among {' '.join(map(str, args.paths))} "
                          f"(formats: {' '.join(SUFFIXES)})")
     clip_model = load_clip(args.clip, device)
+    backbone = tower_backbone(clip_model.visual)  # pictures undo its normalisation
     classifier = PointCloudClassifier(clip_model, classes, prompt_names=prompts, sentences=sentences,
                                       template=args.template or PROMPT_TEMPLATE, views=views, up=args.up,
                                       ckpt=args.ckpt, fewshot_ckpt=args.fewshot_ckpt, backend=args.backend,
@@ -329,7 +332,8 @@ def _classify(args, reader: CloudReader, failures: List[str], classes, prompts, 
             results[i] = result
             clouds[i] = None  # the cloud is no longer needed
             if args.save_views:
-                grid = depth_grid(scores.images[row], clip_normalised=args.projection == "depth")
+                grid = depth_grid(scores.images[row], clip_normalised=args.projection == "depth",
+                                  mean=backbone.mean, std=backbone.std)
                 result["views_png"] = write_new_file(args.save_views, f"{paths[i].name}.png",
                                                      lambda f: Image.fromarray(grid).save(f, format="PNG"),
                                                      "--save_views")

@@ -19,8 +19,9 @@ from tqdm import tqdm
 from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
 from models import CLIP2Point
 from render.pictures import depth_picture
-from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
+from utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict
 from utils.prompts import encode_prompts
+from utils.backbone import input_settings
 from utils.clip_loader import load_clip
 from utils import distributed
 from utils.amp import grad_scaler, optimizer_step
@@ -94,6 +95,7 @@ def main(args: argparse.Namespace) -> dict:
     test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
     clip_model = load_clip(args.clip, device)
+    train_set.set_image_input(**input_settings(clip_model.visual))  # RGB images as the tower takes them
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
     test_prompts = encode_prompts(clip_model, test_set.prompts, device)
     model = CLIP2Point(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend,
@@ -155,7 +157,7 @@ def main(args: argparse.Namespace) -> dict:
 
         # published layout: the state dict of the model wrapped for data parallelism (the plain
         # model's keys behind `module.`, whatever the number of processes)
-        published = {f"module.{k}": v for k, v in model.state_dict().items()}
+        published = add_prefix(model.state_dict(), "module.")  # the backbone record comes along
         save_best(log, run_dir, best, {"val": val_acc, "test": test_acc}, published,
                   {"val": "best_val.pth", "test": "best_test.pth"}, main_process)
         save_last(run_dir, model, optimizer, scheduler, epoch, best, scaler, flags=recorded_flags(args))

@@ -23,6 +23,7 @@ from models.views import view_features
 from render import build_projection, projection_views
 from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
 from utils.prompts import encode_prompts
+from utils.backbone import input_settings
 from utils.clip_loader import load_clip
 from utils.scoring import zeroshot_logits
 from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_output_file, get_device, loader_workers,
@@ -166,7 +167,9 @@ def main(args: argparse.Namespace) -> Dict[str, float]:
         load_state_dict_strict(encoder, read_state_dict(args.ckpt), PRETRAIN_KIND, args.ckpt)
     encoder = encoder_speed_up(args, device, args.test_batch_size * args.views)(encoder)
     prompts = encode_prompts(clip_model, dataset.prompts, device)
-    projection = build_projection(args.projection, args.views, args.backend).to(device)
+    # the tower's input size and normalisation
+    projection = build_projection(args.projection, args.views, args.backend,
+                                  **input_settings(clip_model.visual)).to(device)
     print(f"{args.dataset}: {len(dataset)} test objects, {len(dataset.classes)} classes, {args.projection} "
           f"projection, {args.views} views, device {device}, "
           f"encoder {'from ' + args.ckpt if args.ckpt else 'original CLIP'}")

@@ -1,7 +1,7 @@
 """ShapeNet55 point clouds (validation) and ShapeNet55 + RGB renderings (pre-training)."""
 import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -106,9 +106,10 @@ class ShapeNet55(PointDataset):
         return self._points(index, rng), self.labels[index]
 
 
-def load_image(path: Path, image_size: int = 224) -> torch.Tensor:
-    """RGB image -> (3, S, S) float tensor, CLIP-normalised. Transparency is composed on white;
-    an image of another square size is resized (bicubic) to S."""
+def load_image(path: Path, image_size: int = 224, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """RGB image -> (3, S, S) float tensor, CLIP-normalised (`mean`, `std`). Transparency is
+    composed on white; an image of another square size is resized (bicubic) to S."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -124,8 +125,8 @@ def load_image(path: Path, image_size: int = 224) -> torch.Tensor:
     if img.width != image_size:
         img = img.resize((image_size, image_size), Image.BICUBIC)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    mean = torch.tensor(mean).view(3, 1, 1)
+    std = torch.tensor(std).view(3, 1, 1)
     return (x - mean) / std
 
 
@@ -140,7 +141,7 @@ class ShapeNetRender(ShapeNet55):
     def __init__(self, data_root: PathLike = "./data", partition: str = "train", few_num: int = 0,
                  num_points: int = 1024, seed: Optional[int] = None, image_size: int = 224):
         super().__init__(data_root, partition, few_num, num_points, seed)
-        self.image_size = image_size
+        self.set_image_input(image_size)
         self.render_dir = self.data_root / "Rendering"
         if not self.render_dir.is_dir():
             raise DatasetNotFound("Rendering", self.render_dir, "folder not found")
@@ -157,10 +158,15 @@ class ShapeNetRender(ShapeNet55):
                 raise DatasetNotFound("Rendering", folder / min(absent, key=lambda n: int(n[:-4])),
                                       f"{len(absent)} of the 10 views missing, first")
 
+    def set_image_input(self, image_size: int, mean: Sequence[float] = CLIP_MEAN,
+                        std: Sequence[float] = CLIP_STD) -> None:
+        """Images at the image tower's input side and normalisation (`utils.backbone.input_settings`)."""
+        self.image_size, self.mean, self.std = image_size, tuple(mean), tuple(std)
+
     def __getitem__(self, index: int) -> Tuple[torch.Tensor, torch.Tensor, float, float, float]:
         rng = item_rng(self.seed, self.ids[index])
         k = int(rng.integers(10))
         image = load_image(self.render_dir / self.object_ids[index].replace("-", "_", 1) / f"{k}.png",
-                           self.image_size)
+                           self.image_size, self.mean, self.std)
         points = self._points(index, rng)
         return image, points, VIEWS_10_AZIM[k], VIEWS_10_ELEV[k], VIEWS_10_DIST[k]

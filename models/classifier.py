@@ -17,6 +17,7 @@ import torch.nn as nn
 from models.dpa import DPA
 from models.views import encode_views
 from render import DepthProjection, build_projection, projection_views
+from utils.backbone import input_settings
 from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
 from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
@@ -130,7 +131,9 @@ class PointCloudClassifier(nn.Module):
                 self.dpa.replace_encoders(encoder_transform)
             self.projection, self.encoder = DepthProjection(self.dpa.selector, self.dpa.renderer), self.dpa.pre_model
         else:
-            self.projection = build_projection(projection, views, backend).to(device)
+            # the tower's input size and normalisation
+            self.projection = build_projection(projection, views, backend,
+                                               **input_settings(clip_model.visual)).to(device)
             self.encoder = clip_model.visual.eval()
             if ckpt:  # a copy: the caller's CLIP keeps its own image tower
                 self.encoder = copy.deepcopy(self.encoder)

@@ -11,6 +11,7 @@ from models.views import view_features
 from render import Renderer, Selector, depth_views
 from utils import distributed
 from utils.amp import autocast_encode
+from utils.backbone import input_settings
 
 TEMPERATURE = 0.07
 NTXENT_SCOPES = ("global", "local")
@@ -35,8 +36,8 @@ class CLIP2Point(nn.Module):
         self.views = views
         self.ntxent_scope = ntxent_scope
         self.selector = Selector(views, dim, model)
-        self.renderer = Renderer(backend=backend)
         visual = image_tower(clip_model)
+        self.renderer = Renderer(backend=backend, **input_settings(visual))  # the tower's size and normalisation
         self.point_model = copy.deepcopy(visual).requires_grad_(True)
         self.image_model = frozen_copy(visual)
         # learned balance between the two losses (uncertainty weighting), a 0-dim parameter as in

@@ -9,6 +9,7 @@ from models.adapter import SimplifiedAdapter
 from models.common import frozen_copy, image_tower
 from models.views import encode_images
 from render import Renderer, Selector, depth_views
+from utils.backbone import input_settings
 
 
 class DPA(nn.Module):
@@ -26,8 +27,8 @@ class DPA(nn.Module):
         self.amp = amp
         self.views = views
         self.selector = Selector(views, dim, model)
-        self.renderer = Renderer(backend=backend)
         visual = image_tower(clip_model)
+        self.renderer = Renderer(backend=backend, **input_settings(visual))  # the tower's size and normalisation
         self.pre_model = frozen_copy(visual)
         self.ori_model = frozen_copy(visual)
         self.adapter1 = SimplifiedAdapter(num_views=views, in_features=visual.output_dim)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from models.views import CPU_CHUNK
+from utils.backbone import tower_backbone
 
 QUANTIZE = ("off", "int8")
 
@@ -27,6 +28,9 @@ def quantize_int8(visual: nn.Module) -> nn.Module:
     per batch), CPU only. Features differ from float32 by ~1e-3; never used in training."""
     for device in {p.device for p in visual.parameters()}:
         check_speed_ups("int8", device)
+    if not hasattr(visual, "transformer"):  # a ResNet's attention pool reads its linear layers' weights
+        raise ValueError(f"int8 dynamic quantisation applies to ViT image towers only, not to "
+                         f"{tower_backbone(visual).name}")
     with warnings.catch_warnings():  # torch.ao's eager quantisation announces its move to torchao
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(copy.deepcopy(visual).eval(), {nn.Linear},

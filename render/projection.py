@@ -1,13 +1,13 @@
 """One projection interface: `projection(points, rot) -> images (B, V, 3, S, S)`, for CLIP2Point's
 depth maps (a `Selector`'s viewpoints rendered by a `Renderer`) and PointCLIP V2's realistic
 projection alike, with the ModelNet rotation and the view-count rules written once."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from render.realistic import RealisticProjection
-from render.renderer import Renderer, turn_z_up
+from render.renderer import CLIP_MEAN, CLIP_STD, Renderer, turn_z_up
 from render.selector import VIEW_SETS, Selector
 
 PROJECTIONS = ("depth", "realistic")
@@ -55,10 +55,13 @@ class DepthProjection(nn.Module):
 
 
 def build_projection(projection: str = "depth", views: Optional[int] = None, backend: str = "native",
-                     image_size: int = 224) -> nn.Module:
+                     image_size: int = 224, mean: Sequence[float] = CLIP_MEAN,
+                     std: Sequence[float] = CLIP_STD) -> nn.Module:
     """A projection with fixed viewpoints: "depth" (`views` of 6 or 10, default 6, rendered by
-    `backend` at `image_size`) or "realistic" (10 views of 224 px). ValueError for bad settings."""
+    `backend` at `image_size`, normalised by `mean`, `std`) or "realistic" (10 views of
+    `image_size` px, not normalised). `utils.backbone.input_settings` gives the last three for an
+    image tower. ValueError for bad settings."""
     views = projection_views(projection, views)
     if projection == "realistic":
-        return RealisticProjection()
-    return DepthProjection(Selector(views), Renderer(image_size=image_size, backend=backend))
+        return RealisticProjection(image_size)
+    return DepthProjection(Selector(views), Renderer(image_size=image_size, backend=backend, mean=mean, std=std))

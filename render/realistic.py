@@ -56,7 +56,8 @@ def gaussian_kernel(size: int = SMOOTH_KERNEL, sigma: float = SMOOTH_SIGMA) -> t
 
 
 class RealisticProjection(nn.Module):
-    """Point clouds (B, N, 3), centred and scaled -> images (B, 10, 3, 224, 224) in [0, 1].
+    """Point clouds (B, N, 3), centred and scaled -> images (B, 10, 3, S, S) in [0, 1], S =
+    `image_size` (the image tower's input side, 224 for ViT-B/32).
 
     The three channels are equal. The images are not CLIP-normalised: PointCLIP V2 feeds them to
     CLIP's image tower as they are. Holds only constant buffers, none in the state dict.
@@ -64,8 +65,11 @@ class RealisticProjection(nn.Module):
 
     views = len(VIEW_ANGLES)
 
-    def __init__(self):
+    def __init__(self, image_size: int = IMAGE_SIZE):
         super().__init__()
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.image_size = image_size
         # rotations applied to row vectors: p @ M.T, computed in float32 as the published code does
         view_rot = euler_matrices(torch.tensor(VIEW_ANGLES, dtype=torch.float32)).transpose(1, 2)
         tilts = torch.tensor([(0.0, t, 0.0) for t in VIEW_TILTS], dtype=torch.float32)
@@ -122,7 +126,7 @@ class RealisticProjection(nn.Module):
         return 1 - img
 
     def forward(self, points: torch.Tensor, rot: bool = False) -> torch.Tensor:
-        """points (B, N, 3) -> images (B, 10, 3, 224, 224), values in [0, 1]. `rot` turns ModelNet's
+        """points (B, N, 3) -> images (B, 10, 3, S, S), values in [0, 1]. `rot` turns ModelNet's
         z-up clouds y-up first, as the depth renderer does: the side views circle the y axis."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"points must have shape (B, N, 3), got {tuple(points.shape)}")
@@ -133,5 +137,6 @@ class RealisticProjection(nn.Module):
             points = turn_z_up(points.float())
         coords = self.transform(points).flatten(0, 1)  # (B * V, N, 3)
         img = self.grid_to_image(self.grid(coords))
-        img = F.interpolate(img[:, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=True)
-        return img.expand(-1, 3, -1, -1).reshape(B, self.views, 3, IMAGE_SIZE, IMAGE_SIZE)
+        S = self.image_size
+        img = F.interpolate(img[:, None], size=(S, S), mode="bilinear", align_corners=True)
+        return img.expand(-1, 3, -1, -1).reshape(B, self.views, 3, S, S)

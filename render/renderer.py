@@ -6,7 +6,7 @@ Two backends give the same images:
   PyTorch3D, runs wherever torch runs, and is much faster on CPU.
 """
 import math
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -155,21 +155,24 @@ def depth_to_image(zbuf: torch.Tensor) -> torch.Tensor:
     return (zbuf - near).div_(far).mul_(DEPTH_SCALE[0]).div_(DEPTH_SCALE[1]).masked_fill_(~mask, 1.0)
 
 
-def to_display(images: torch.Tensor) -> torch.Tensor:
-    """Undo the CLIP normalisation: (..., 3, S, S) -> values in [0, 1] for pictures."""
-    mean = torch.tensor(CLIP_MEAN, device=images.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=images.device).view(3, 1, 1)
+def to_display(images: torch.Tensor, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """Undo the CLIP normalisation (`mean`, `std`): (..., 3, S, S) -> values in [0, 1] for pictures."""
+    mean = torch.tensor(mean, device=images.device).view(3, 1, 1)
+    std = torch.tensor(std, device=images.device).view(3, 1, 1)
     return (images * std + mean).clamp(0, 1)
 
 
 class Renderer(nn.Module):
     """Renders point clouds into CLIP-normalised depth maps from given viewpoints.
 
+    image_size: the image tower's input side; mean, std: its per-channel normalisation
+    (`utils.backbone.input_settings` gives all three for a tower; the defaults are ViT-B/32's).
     Holds no parameters or buffers, so it adds nothing to a model's state dict.
     """
 
     def __init__(self, image_size: int = 224, points_radius: float = 0.02, points_per_pixel: int = 1,
-                 backend: str = "native"):
+                 backend: str = "native", mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown renderer backend {backend!r}; expected one of {BACKENDS}")
@@ -180,6 +183,10 @@ class Renderer(nn.Module):
         self.points_radius = points_radius
         self.points_per_pixel = points_per_pixel
         self.backend = backend
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"bad normalisation: mean {tuple(mean)}, std {tuple(std)} (expected 3 values each, "
+                             f"std > 0)")
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, points_radius={self.points_radius}, "
@@ -217,7 +224,7 @@ class Renderer(nn.Module):
             R, T = look_at_view_transform(dist.reshape(-1), elev.reshape(-1), azim.reshape(-1))
             zbuf = rasterize_native(torch.bmm(world, R) + T[:, None], self.image_size, self.points_radius,
                                     self.points_per_pixel)
-        mean = torch.tensor(CLIP_MEAN, device=zbuf.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=zbuf.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, device=zbuf.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=zbuf.device).view(1, 3, 1, 1)
         img = (depth_to_image(zbuf)[:, None].expand(-1, 3, -1, -1) - mean).div_(std)  # gray to 3 channels
         return img.view(B, view, 3, self.image_size, self.image_size)

@@ -65,20 +65,29 @@ def test_load_clip_reads_torchscript_archive(tmp_path, tiny_clip):
     assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
 
 
-def test_model_name_goes_through_clip_load(tmp_path, tiny_clip, monkeypatch):
+def test_model_name_goes_through_clips_download_and_equals_clip_load(tmp_path, tiny_clip, monkeypatch):
     calls = []
     archive = _traced(tiny_clip, tmp_path / "ViT-B-32.pt")
-    real_load = clip.load
 
-    def spy(name, device, jit, download_root):
-        calls.append((name, device, jit, download_root))
-        return real_load(name, device=device, jit=jit, download_root=download_root)
+    def download(url, root):
+        calls.append((url, root))
+        return archive
 
-    monkeypatch.setattr(clip.clip, "_download", lambda url, root: archive)
-    monkeypatch.setattr(clip, "load", spy)
+    monkeypatch.setattr(clip.clip, "_download", download)
+    torch.manual_seed(5)
     model = load_clip("ViT-B/32", device="cpu", download_root=str(tmp_path))
-    assert calls == [("ViT-B/32", "cpu", False, str(tmp_path))]
+    after = torch.rand(2)
+    assert calls == [(clip.clip._MODELS["ViT-B/32"], str(tmp_path))]
     assert next(model.parameters()).dtype == torch.float32
+    # the same weights as clip.load's (which initialises the model at random first), and no random draws
+    reference, _ = clip.load("ViT-B/32", device="cpu", jit=False, download_root=str(tmp_path))
+    reference = reference.float()
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    torch.manual_seed(5)
+    assert torch.equal(torch.rand(2), after)
+    images = torch.randn(2, 3, 224, 224)
+    assert torch.equal(model.encode_image(images), reference.encode_image(images))
 
 
 def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch):

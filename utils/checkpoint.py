@@ -5,11 +5,13 @@ import os
 import pickle
 import warnings
 import zipfile
+from collections import OrderedDict
 from typing import Dict, Mapping
 
 import torch
 import torch.nn as nn
 
+from utils.backbone import PUBLISHED, RECORD_KEY
 from utils.errors import CheckpointError
 
 PRETRAIN_KIND = "pre-training checkpoint (keys start with module.)"
@@ -86,7 +88,47 @@ def read_checkpoint(path: str, kind: str) -> Dict[str, torch.Tensor]:
                               f"that run with --resume, or pass one of its best*.pth")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} is not a state dict of tensors (expected a {kind})")
-    return dict(state)
+    return _with_metadata(state, getattr(state, "_metadata", None) or {})
+
+
+def _with_metadata(state: Mapping[str, torch.Tensor], metadata: Mapping[str, dict]) -> "OrderedDict":
+    """An OrderedDict of `state` whose `_metadata` (per-module entries, the backbone records among
+    them: utils.backbone) is `metadata`; torch.save keeps it and load_state_dict reads it."""
+    out = OrderedDict(state)
+    out._metadata = OrderedDict(metadata)
+    return out
+
+
+def add_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> "OrderedDict":
+    """`state` with every key (and metadata entry, backbone records included) behind `prefix`,
+    e.g. "module." for the published layout of a model wrapped for data parallelism."""
+    metadata = getattr(state, "_metadata", None) or {}
+    return _with_metadata({prefix + k: v for k, v in state.items()},
+                          {(prefix + k if k else prefix[:-1]): v for k, v in metadata.items()})
+
+
+def check_backbones(model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """CheckpointError naming both backbones when a CLIP image tower of `model` (marked by
+    load_clip) meets a state dict recorded for another backbone. A state dict without a record is
+    a published checkpoint, made for ViT-B/32; a tower of no published shape is then left to the
+    key and shape checks."""
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    for name, module in model.named_modules():
+        backbone = getattr(module, "clip_backbone", None)
+        if backbone is None:
+            continue
+        saved = (metadata.get(name) or {}).get(RECORD_KEY)
+        mine = backbone.record()
+        if saved is None and backbone.known and mine != PUBLISHED:
+            raise CheckpointError(
+                f"{path} carries no backbone record, so it is a checkpoint of the published code, made for CLIP "
+                f"{PUBLISHED['clip']} ({PUBLISHED['resolution']} px), but this run's CLIP is {mine['clip']} "
+                f"({mine['resolution']} px); pass --clip {PUBLISHED['clip']} or a checkpoint made for {mine['clip']}")
+        if saved is not None and saved != mine:
+            raise CheckpointError(
+                f"{path} was made for CLIP {saved.get('clip')} ({saved.get('resolution')} px), but this run's CLIP "
+                f"is {mine['clip']} ({mine['resolution']} px); pass --clip {saved.get('clip')} or a checkpoint "
+                f"made for {mine['clip']}")
 
 
 def read_last(path: str) -> dict:
@@ -103,24 +145,30 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """The depth encoder's state dict from a pre-training checkpoint: drop `module.`, keep the
     `point_model.` keys without that prefix (CLIP visual keys, ready for `visual.load_state_dict`)."""
     state = read_checkpoint(path, PRETRAIN_KIND)
-    encoder = {}
+    encoder, metadata = {}, {}
     for key, value in state.items():
         if key.startswith("module."):
             key = key[len("module."):]
         if key.startswith("point_model."):
             encoder[key[len("point_model."):]] = value
+    for key, value in state._metadata.items():  # the tower's entries, its backbone record among them
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key == "point_model" or key.startswith("point_model."):
+            metadata[key[len("point_model."):]] = value
     if not encoder:
         raise CheckpointError(
             f"{path} has no point_model.* keys: it looks like {_guess_kind(state)}, "
             f"but a {PRETRAIN_KIND} was expected"
         )
-    return encoder
+    return _with_metadata(encoder, metadata)
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], kind: str,
                            path: str = "<state dict>") -> None:
     """`model.load_state_dict(state_dict)` with every key and shape required to match; on mismatch a
-    CheckpointError lists a few missing/unexpected keys and names the expected checkpoint kind."""
+    CheckpointError lists a few missing/unexpected keys and names the expected checkpoint kind.
+    A checkpoint recorded for another CLIP backbone than the model's towers is refused first."""
+    check_backbones(model, state_dict, path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

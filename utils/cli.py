@@ -39,8 +39,9 @@ def seed_value(text: str) -> int:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags every script has besides the paper's own."""
     parser.add_argument("--clip", default="ViT-B/32",
-                        help="CLIP model name (downloaded once to ~/.cache/clip) or a local checkpoint file "
-                             "(default ViT-B/32)")
+                        help="CLIP tower: an OpenAI name (RN50 ... ViT-L/14@336px, cached in ~/.cache/clip), "
+                             "open_clip:ARCH/TAG, open_clip:ARCH/FILE or a local OpenAI checkpoint file "
+                             "(default ViT-B/32; docs/backbones.md)")
     parser.add_argument("--data_root", default="./data", help="folder holding the datasets (default ./data)")
     parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="data loading processes (default 4, or fewer on machines with fewer cores)")

@@ -37,7 +37,13 @@ def encoder_speed_up(args: argparse.Namespace, device: torch.device,
     `batch_images`: images per encoder call off CPU (CPU takes CPU_CHUNK at a time)."""
     check_encoder_flags(args, device)
     chunk = CPU_CHUNK if device.type == "cpu" else batch_images
-    return lambda visual: fast_encoder(visual, quantize=args.quantize, compile=args.compile, chunk=chunk)
+
+    def speed_up(visual: nn.Module) -> nn.Module:
+        try:
+            return fast_encoder(visual, quantize=args.quantize, compile=args.compile, chunk=chunk)
+        except ValueError as e:  # a tower the speed-up does not suit (int8 on a ResNet)
+            raise UsageError(f"--quantize {args.quantize}: {e}") from None
+    return speed_up
 
 
 def add_cache_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,22 +1,31 @@
-"""CLIP loading: a model name (cached download) or a local checkpoint, with one-line errors."""
+"""CLIP loading: any OpenAI model name (cached download), an OpenCLIP model (`open_clip:ARCH/TAG`
+or `open_clip:ARCH/FILE`) or a local OpenAI checkpoint, with one-line errors (docs/backbones.md).
+
+Towers are built without a throw-away random initialisation: their parameters are created on the
+meta device and the checkpoint's tensors are assigned to them (same weights as loading into a
+randomly initialised model, bit for bit; the global random generator is left untouched)."""
+import contextlib
+import functools
 import os
 import pickle
 import socket
 import urllib.error
 import warnings
 import zipfile
-from typing import TYPE_CHECKING, Optional, Union
+from dataclasses import asdict
+from typing import Iterator, Mapping, Optional, Tuple, Union
 
 import torch
+import torch.nn as nn
 
+from utils.backbone import Backbone, attach_backbone, describe_openai_tower
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
 
-if TYPE_CHECKING:  # clip imports torchvision (seconds): only where a model is loaded
-    from clip.model import CLIP
-
 DEFAULT_CLIP = "ViT-B/32"
-# Per-socket-operation timeout while clip downloads weights, so an offline machine fails fast
+OPEN_CLIP_PREFIX = "open_clip:"
+OPEN_CLIP_EXAMPLE = "open_clip:ViT-B-16/laion2b_s34b_b88k"
+# Per-socket-operation timeout while weights are downloaded, so an offline machine fails fast
 # instead of hanging (a slow but alive download is not affected).
 DOWNLOAD_TIMEOUT_S = 20.0
 
@@ -66,58 +75,258 @@ def _read_clip_file(path: str) -> dict:
     return state
 
 
-def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cpu",
-              download_root: Optional[str] = None) -> "CLIP":
-    """A float32 CLIP model in eval mode on `device`.
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device: no memory, no initialisation
+    work. Buffers and plain tensors (attention masks) stay real. The global random generator is
+    restored on exit, so building draws no random numbers."""
+    register = nn.Module.register_parameter
 
-    `name_or_path` is a model name of `clip.available_models()` (read from the cache, downloaded
-    once) or a local checkpoint file (TorchScript archive or state dict).
-    """
-    import clip
+    def register_on_meta(module: nn.Module, name: str, param: Optional[nn.Parameter]) -> None:
+        if param is not None and not param.is_meta:
+            param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # loading into meta parameters only checks keys and shapes; the weights are assigned later
+        warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
+        nn.Module.register_parameter = register_on_meta
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = register
+
+
+def assign_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True):
+    """`model.load_state_dict(state_dict, assign=True)` for a model built under
+    `parameters_on_meta`: every tensor is first cast to the dtype the model holds for it, as a
+    copying load would, so the weights equal those of a normally built model bit for bit."""
+    current = model.state_dict(keep_vars=True)
+    state = {k: v.to(current[k].dtype) if k in current and v.is_floating_point() else v
+             for k, v in state_dict.items()}
+    result = nn.Module.load_state_dict(model, state, strict=strict, assign=True)
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise RuntimeError(f"{len(left)} tensors were not in the checkpoint, first {left[0]}")
+    return result
+
+
+def _build_openai(state: dict) -> nn.Module:
+    """An OpenAI CLIP of the shapes of `state` (clip's build_model, which checks keys and shapes)
+    with the weights of `state`, built without a random initialisation."""
     from clip.model import build_model
+
+    with parameters_on_meta():
+        model = build_model(dict(state))  # build_model deletes three bookkeeping keys of its argument
+    assign_state_dict(model, {k: v for k, v in state.items()
+                              if k not in ("input_resolution", "context_length", "vocab_size")})
+    return model
+
+
+def _openai_weights(name: str, root: str) -> str:
+    """The cached file of OpenAI model `name` in `root` (downloaded once, checksum verified)."""
+    import clip
+
+    url = clip.clip._MODELS[name]
+    target = os.path.join(root, os.path.basename(url))
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with warnings.catch_warnings():
+            # a corrupt cached file is reported below, in one line
+            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
+            return clip.clip._download(url, root)
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        if isinstance(err, PermissionError):
+            raise ClipLoadError(f"cannot read CLIP {name} weights at {target}: permission denied") from None
+        if os.path.isfile(target):  # clip re-downloads a file whose checksum does not match
+            raise ClipLoadError(
+                f"CLIP {name} weights at {target} are corrupt (their SHA256 checksum does not match) and "
+                f"cannot be downloaded again ({reason}); replace the file (from {url}) or pass a local "
+                f"checkpoint with --clip PATH"
+            ) from None
+        raise ClipWeightsMissing(
+            f"CLIP {name} weights are not at {target} and cannot be downloaded ({reason}); "
+            f"put the file there (from {url}) or pass a local checkpoint with --clip PATH"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_openai_file(path: str) -> nn.Module:
+    try:
+        return _build_openai(_read_clip_file(path))
+    except (KeyError, RuntimeError, AssertionError) as err:
+        if isinstance(err, ClipLoadError):
+            raise
+        raise ClipLoadError(f"{path} is not a complete CLIP checkpoint: "
+                            f"{(str(err).splitlines() or [type(err).__name__])[0]}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return ((str(err).strip().splitlines() or [type(err).__name__])[0])[:200]
+
+
+def _open_clip_weights(arch: str, tag: str, cfg: dict, cache_dir: Optional[str]) -> str:
+    """The cached weights file of OpenCLIP `arch`/`tag` (open_clip's download: the Hugging Face
+    cache, or ~/.cache/clip for plain URLs), or ClipWeightsMissing in one line."""
+    import open_clip
+    from open_clip.pretrained import has_hf_hub
+
+    if cfg.get("hf_hub") and has_hf_hub():
+        from huggingface_hub import constants
+
+        where = f"the Hugging Face cache {cache_dir or constants.HF_HUB_CACHE}"
+        source = f"Hugging Face repository {cfg['hf_hub'].rstrip('/')}"
+    else:
+        where = f"{cache_dir or os.path.expanduser('~/.cache/clip')}"
+        source = cfg.get("url", "")
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
+            path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as err:  # network libraries raise many types; all mean the same here
+        raise ClipWeightsMissing(
+            f"OpenCLIP {arch}/{tag} weights are not in {where} and cannot be downloaded ({_first_line(err)}); "
+            f"download them once where there is internet (from {source}) or pass a local file with "
+            f"--clip open_clip:{arch}/FILE"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    if not path or not os.path.isfile(path):
+        raise ClipWeightsMissing(f"OpenCLIP {arch}/{tag}: no weights file came from {source}; pass a local file "
+                                 f"with --clip open_clip:{arch}/FILE")
+    return path
+
+
+def _common_preprocessing(arch: str) -> dict:
+    """The mean and std every pretrained tag of `arch` shares (none when they differ)."""
+    import open_clip
+
+    cfgs = [open_clip.get_pretrained_cfg(arch, tag) for tag in open_clip.list_pretrained_tags_by_model(arch)]
+    pairs = {(tuple(c["mean"]), tuple(c["std"])) for c in cfgs if "mean" in c and "std" in c}
+    if len(pairs) != 1:
+        return {}
+    mean, std = pairs.pop()
+    return {"mean": mean, "std": std}
+
+
+def _build_open_clip(arch: str, path: str, quick_gelu: bool) -> nn.Module:
+    """OpenCLIP model `arch` with the weights of the file `path`, as open_clip.create_model(arch,
+    pretrained=path) builds it (same config handling and checkpoint conversions), without its
+    random initialisation."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    if quick_gelu:
+        cfg["quick_gelu"] = True
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    if "timm_model_name" in vision:
+        vision["timm_model_pretrained"] = False
+    if "hf_model_name" in text:
+        text["hf_model_pretrained"] = False
+    custom_text = cfg.pop("custom_text", False) or "hf_model_name" in text
+    model_class = ((open_clip.CoCa if "multimodal_cfg" in cfg else open_clip.CustomTextCLIP) if custom_text
+                   else open_clip.CLIP)
+    with parameters_on_meta():
+        model = model_class(**cfg, cast_dtype=None)
+    # the library reads and converts the checkpoint; its final load_state_dict assigns
+    model.load_state_dict = functools.partial(assign_state_dict, model)
+    try:
+        open_clip.load_checkpoint(model, path, strict=True, weights_only=True)
+    except FileNotFoundError:
+        raise ClipWeightsMissing(f"OpenCLIP checkpoint {path} does not exist") from None
+    except OSError as err:
+        raise ClipLoadError(f"cannot read OpenCLIP checkpoint {path} ({err.strerror or err})") from None
+    except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile,
+            AttributeError, StopIteration, AssertionError) as err:
+        raise ClipLoadError(f"{path} is not an OpenCLIP {arch} checkpoint ({read_error(err)})") from None
+    finally:
+        del model.load_state_dict
+    return model
+
+
+def _load_open_clip(spec: str, cache_dir: Optional[str]) -> Tuple[nn.Module, Backbone]:
+    """`ARCH/TAG` or `ARCH/FILE` -> (OpenCLIP model, its Backbone)."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    arch, _, rest = spec.partition("/")
+    if not arch or not rest:
+        raise ClipLoadError(f"--clip {OPEN_CLIP_PREFIX}{spec}: expected {OPEN_CLIP_PREFIX}ARCH/TAG or "
+                            f"{OPEN_CLIP_PREFIX}ARCH/FILE, for example {OPEN_CLIP_EXAMPLE}")
+    if arch not in open_clip.list_models():
+        raise ClipLoadError(f"--clip {OPEN_CLIP_PREFIX}{spec}: unknown OpenCLIP architecture {arch!r} (open_clip "
+                            f"knows {len(open_clip.list_models())}, for example ViT-B-16, ViT-L-14, ViT-bigG-14; "
+                            f"see open_clip.list_models())")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    pretrained = open_clip.get_pretrained_cfg(arch, rest)
+    if pretrained:
+        path = _open_clip_weights(arch, rest, pretrained, cache_dir)
+        name = f"{OPEN_CLIP_PREFIX}{arch}/{rest}"
+    else:
+        path = os.path.expanduser(rest)
+        if os.path.isdir(path):
+            raise ClipLoadError(f"--clip {OPEN_CLIP_PREFIX}{spec}: {path} is a folder; expected an OpenCLIP "
+                                f"checkpoint file or one of the tags {', '.join(tags) or '(none)'}")
+        if not os.path.isfile(path):
+            if _looks_like_path(rest):
+                raise ClipWeightsMissing(f"OpenCLIP checkpoint {path} does not exist (--clip {OPEN_CLIP_PREFIX}"
+                                         f"{spec}); pass an existing file or a pretrained tag of {arch}")
+            raise ClipLoadError(f"--clip {OPEN_CLIP_PREFIX}{spec}: {rest!r} is neither a pretrained tag of {arch} "
+                                f"({', '.join(tags) or 'it has none'}) nor a file")
+        name = f"{OPEN_CLIP_PREFIX}{arch}/{os.path.basename(path)}"
+        pretrained = _common_preprocessing(arch)
+    # weights trained with QuickGELU need it, whatever the architecture's default
+    model = _build_open_clip(arch, path, quick_gelu=bool(pretrained.get("quick_gelu", False)))
+    size = open_clip.get_model_config(arch)["vision_cfg"].get("image_size", 224)
+    size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    if size[0] != size[1]:
+        raise ClipLoadError(f"--clip {OPEN_CLIP_PREFIX}{spec}: the tower takes {size[0]} x {size[1]} images; "
+                            f"only square inputs are rendered")
+    preprocess = merge_preprocess_dict(asdict(PreprocessCfg()), {k: v for k, v in pretrained.items()
+                                                                 if k in ("mean", "std", "interpolation",
+                                                                          "resize_mode")})
+    preprocess["size"] = size
+    open_clip.set_model_preprocess_cfg(model, preprocess)
+    model.tokenizer = open_clip.get_tokenizer(arch)
+    backbone = Backbone(name, size[0], tuple(float(m) for m in preprocess["mean"]),
+                        tuple(float(s) for s in preprocess["std"]))
+    return model, backbone
+
+
+def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cpu",
+              download_root: Optional[str] = None) -> nn.Module:
+    """A float32 CLIP model in eval mode on `device`, its image tower marked with its Backbone
+    (name, resolution, normalisation: `utils.backbone.tower_backbone`).
+
+    `name_or_path`: a model name of `clip.available_models()` (read from the cache, downloaded
+    once); `open_clip:ARCH/TAG` (an OpenCLIP pretrained model, from open_clip's cache, downloaded
+    once) or `open_clip:ARCH/FILE` (a local OpenCLIP checkpoint of that architecture); or a local
+    OpenAI checkpoint file (TorchScript archive or state dict). `download_root`: the cache folder
+    (default: each library's own). OpenCLIP models carry their tokenizer as `model.tokenizer`.
+    """
+    import clip  # imports torchvision (seconds): only where a model is loaded
 
     name = str(name_or_path)
     root = download_root or _default_root()
-    if name in clip.available_models():
-        url = clip.clip._MODELS[name]
-        target = os.path.join(root, os.path.basename(url))
-        previous = socket.getdefaulttimeout()
-        if previous is None:
-            socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                # a corrupt cached file is reported below, in one line
-                warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
-                model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            if isinstance(err, PermissionError):
-                raise ClipLoadError(f"cannot read CLIP {name} weights at {target}: permission denied") from None
-            if os.path.isfile(target):  # clip re-downloads a file whose checksum does not match
-                raise ClipLoadError(
-                    f"CLIP {name} weights at {target} are corrupt (their SHA256 checksum does not match) and "
-                    f"cannot be downloaded again ({reason}); replace the file (from {url}) or pass a local "
-                    f"checkpoint with --clip PATH"
-                ) from None
-            raise ClipWeightsMissing(
-                f"CLIP {name} weights are not at {target} and cannot be downloaded ({reason}); "
-                f"put the file there (from {url}) or pass a local checkpoint with --clip PATH"
-            ) from None
-        finally:
-            socket.setdefaulttimeout(previous)
+    if name.startswith(OPEN_CLIP_PREFIX):
+        model, backbone = _load_open_clip(name[len(OPEN_CLIP_PREFIX):], download_root)
+    elif name in clip.available_models():
+        path = _openai_weights(name, root)
+        model = _load_openai_file(path)
+        backbone = Backbone(name, model.visual.input_resolution)
     elif os.path.isdir(os.path.expanduser(name)):
         raise ClipLoadError(f"--clip {name} is a folder; expected a CLIP checkpoint file or a model name "
                             f"such as {DEFAULT_CLIP}")
     elif os.path.isfile(os.path.expanduser(name)):
-        path = os.path.expanduser(name)
-        try:
-            model = build_model(_read_clip_file(path))
-        except (KeyError, RuntimeError) as err:
-            if isinstance(err, ClipLoadError):
-                raise
-            raise ClipLoadError(f"{path} is not a complete CLIP checkpoint: "
-                                f"{str(err).splitlines()[0]}") from None
+        model = _load_openai_file(os.path.expanduser(name))
+        backbone = describe_openai_tower(model.visual)
     elif _looks_like_path(name):
         raise ClipWeightsMissing(
             f"CLIP checkpoint {name} does not exist; pass an existing file with --clip PATH "
@@ -125,7 +334,10 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
         )
     else:
         raise ClipLoadError(
-            f"unknown CLIP model {name!r}: expected one of {clip.available_models()} "
+            f"unknown CLIP model {name!r}: expected one of {clip.available_models()}, "
+            f"{OPEN_CLIP_PREFIX}ARCH/TAG (for example {OPEN_CLIP_EXAMPLE}), {OPEN_CLIP_PREFIX}ARCH/FILE "
             f"or a local checkpoint file (--clip PATH)"
         )
-    return model.float().to(device).eval()
+    model = model.float().to(device).eval()
+    attach_backbone(model.visual, backbone)
+    return model

@@ -1,15 +1,13 @@
 """Text side of zero-shot classification: prompt features from class names, templates or sentence
 ensembles."""
 import string
-from typing import TYPE_CHECKING, List, Mapping, Sequence, Union
+from typing import List, Mapping, Sequence, Union
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.errors import UsageError
-
-if TYPE_CHECKING:  # clip imports torchvision (seconds): only where text is encoded
-    from clip.model import CLIP
 
 # the paper's prompt: "image of a " + class name
 PROMPT_TEMPLATE = "image of a {}"
@@ -41,18 +39,21 @@ def check_template(template: str, class_names: Sequence[str], flag: str = "--tem
 
 
 @torch.no_grad()
-def encode_sentences(clip_model: "CLIP", sentences: Sequence[str],
+def encode_sentences(clip_model: nn.Module, sentences: Sequence[str],
                      device: Union[str, torch.device] = "cpu") -> torch.Tensor:
-    """L2-normalised CLIP text features (S, D) of `sentences`."""
+    """L2-normalised CLIP text features (S, D) of `sentences`, tokenized by the model's own
+    tokenizer (`clip_model.tokenizer`, as OpenCLIP models from load_clip carry; OpenAI's otherwise)."""
     import clip
 
     if len(sentences) == 0:
         raise ValueError("encode_sentences needs at least one sentence")
-    tokens = clip.tokenize(list(sentences), truncate=True).to(device)
+    tokenizer = getattr(clip_model, "tokenizer", None)
+    tokens = (tokenizer(list(sentences)) if tokenizer is not None
+              else clip.tokenize(list(sentences), truncate=True)).to(device)
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
 
 
-def encode_prompts(clip_model: "CLIP", class_names: Sequence[str], device: Union[str, torch.device] = "cpu",
+def encode_prompts(clip_model: nn.Module, class_names: Sequence[str], device: Union[str, torch.device] = "cpu",
                    template: str = PROMPT_TEMPLATE) -> torch.Tensor:
     """L2-normalised text features (K, D) of `template` filled with each class name."""
     if len(class_names) == 0:
@@ -60,7 +61,7 @@ def encode_prompts(clip_model: "CLIP", class_names: Sequence[str], device: Union
     return encode_sentences(clip_model, [template.format(name) for name in class_names], device)
 
 
-def encode_prompt_ensembles(clip_model: "CLIP", class_names: Sequence[str],
+def encode_prompt_ensembles(clip_model: nn.Module, class_names: Sequence[str],
                             sentences: Mapping[str, Sequence[str]],
                             device: Union[str, torch.device] = "cpu") -> torch.Tensor:
     """Text features (K, D) of sentence ensembles: for each class the normalised mean of its
