@@ -174,7 +174,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
                                                      num_workers=workers, device=device, seed=args.seed)
     test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
-    clip_model = load_clip(args.clip, device)
+    clip_model = load_clip(args.clip, device, init_draws=True)  # the random stream of clip.load
     prompts = encode_prompts(clip_model, test_set.prompts, device)
     model = DPA(clip_model=clip_model, views=args.views, dim=args.dim, model=args.model, backend=args.backend, amp=amp)
     del clip_model

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> dict:
     val_loader = distributed.eval_loader(val_set, args.test_batch_size, workers)
     test_loader = distributed.eval_loader(test_set, args.test_batch_size, workers)
 
-    clip_model = load_clip(args.clip, device)
+    clip_model = load_clip(args.clip, device, init_draws=True)  # the random stream of clip.load
     train_set.set_image_input(**input_settings(clip_model.visual))  # RGB images as the tower takes them
     val_prompts = encode_prompts(clip_model, val_set.prompts, device)
     test_prompts = encode_prompts(clip_model, test_set.prompts, device)

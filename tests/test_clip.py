@@ -187,3 +187,21 @@ def test_prompt_ensemble_of_one_sentence_equals_the_template(tiny_clip):
     assert torch.allclose(two[0], single, atol=1e-6)
     with pytest.raises(ValueError, match="no sentences for class 'flower pot'"):
         encode_prompt_ensembles(tiny_clip, names, {"chair": ["a chair"]})
+
+
+def test_init_draws_leaves_the_generator_where_clip_load_does(tmp_path, tiny_clip, monkeypatch):
+    """The training scripts load with init_draws: the adapter and selector weights drawn after
+    loading are those drawn after clip.load (same seed), and the weights are the same."""
+    archive = _traced(tiny_clip, tmp_path / "ViT-B-32.pt")
+    monkeypatch.setattr(clip.clip, "_download", lambda url, root: archive)
+    torch.manual_seed(5)
+    model = load_clip("ViT-B/32", device="cpu", download_root=str(tmp_path), init_draws=True)
+    ours_next = torch.rand(4)
+    torch.manual_seed(5)
+    reference, _ = clip.load("ViT-B/32", device="cpu", jit=False, download_root=str(tmp_path))
+    theirs_next = torch.rand(4)
+    assert torch.equal(ours_next, theirs_next)
+    torch.manual_seed(5)
+    assert not torch.equal(torch.rand(4), ours_next)  # the build really drew numbers
+    ours, theirs = model.state_dict(), reference.float().state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -111,11 +111,14 @@ def assign_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     return result
 
 
-def _build_openai(state: dict) -> nn.Module:
+def _build_openai(state: dict, init_draws: bool = False) -> nn.Module:
     """An OpenAI CLIP of the shapes of `state` (clip's build_model, which checks keys and shapes)
-    with the weights of `state`, built without a random initialisation."""
+    with the weights of `state`, built without a random initialisation (with `init_draws`: built
+    as clip's build_model builds it, drawing its random initialisation first)."""
     from clip.model import build_model
 
+    if init_draws:
+        return build_model(dict(state))
     with parameters_on_meta():
         model = build_model(dict(state))  # build_model deletes three bookkeeping keys of its argument
     assign_state_dict(model, {k: v for k, v in state.items()
@@ -155,9 +158,9 @@ def _openai_weights(name: str, root: str) -> str:
         socket.setdefaulttimeout(previous)
 
 
-def _load_openai_file(path: str) -> nn.Module:
+def _load_openai_file(path: str, init_draws: bool = False) -> nn.Module:
     try:
-        return _build_openai(_read_clip_file(path))
+        return _build_openai(_read_clip_file(path), init_draws)
     except (KeyError, RuntimeError, AssertionError) as err:
         if isinstance(err, ClipLoadError):
             raise
@@ -301,7 +304,7 @@ def _load_open_clip(spec: str, cache_dir: Optional[str]) -> Tuple[nn.Module, Bac
 
 
 def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device] = "cpu",
-              download_root: Optional[str] = None) -> nn.Module:
+              download_root: Optional[str] = None, init_draws: bool = False) -> nn.Module:
     """A float32 CLIP model in eval mode on `device`, its image tower marked with its Backbone
     (name, resolution, normalisation: `utils.backbone.tower_backbone`).
 
@@ -310,6 +313,10 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
     once) or `open_clip:ARCH/FILE` (a local OpenCLIP checkpoint of that architecture); or a local
     OpenAI checkpoint file (TorchScript archive or state dict). `download_root`: the cache folder
     (default: each library's own). OpenCLIP models carry their tokenizer as `model.tokenizer`.
+    `init_draws`: an OpenAI tower is built as `clip.load` builds it, drawing (and discarding) its
+    random initialisation, so the global generator is left where `clip.load` leaves it and the
+    random numbers drawn afterwards (adapter and selector weights) are the published code's. The
+    training scripts use it; evaluation does not need it (nothing random follows).
     """
     import clip  # imports torchvision (seconds): only where a model is loaded
 
@@ -319,13 +326,13 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
         model, backbone = _load_open_clip(name[len(OPEN_CLIP_PREFIX):], download_root)
     elif name in clip.available_models():
         path = _openai_weights(name, root)
-        model = _load_openai_file(path)
+        model = _load_openai_file(path, init_draws)
         backbone = Backbone(name, model.visual.input_resolution)
     elif os.path.isdir(os.path.expanduser(name)):
         raise ClipLoadError(f"--clip {name} is a folder; expected a CLIP checkpoint file or a model name "
                             f"such as {DEFAULT_CLIP}")
     elif os.path.isfile(os.path.expanduser(name)):
-        model = _load_openai_file(os.path.expanduser(name))
+        model = _load_openai_file(os.path.expanduser(name), init_draws)
         backbone = describe_openai_tower(model.visual)
     elif _looks_like_path(name):
         raise ClipWeightsMissing(
