@@ -21,6 +21,7 @@ from datasets import ShapeNetRender
 from models import CLIP2Point, DPA
 from models.adapter import SimplifiedAdapter
 from models.ntxent import nt_xent
+from tests.helpers import small_data_root
 from render import Renderer
 from utils import distributed
 from utils.clip_loader import load_clip
@@ -352,25 +353,6 @@ def test_sync_batchnorm_conversion_keeps_keys(tiny_clip):
 # the scripts under torchrun
 
 
-def small_data_root(root: Path, folder: Path) -> Path:
-    """A copy of the synthetic data (links) with 16 ShapeNet train objects, 4 test objects and 8
-    fixed ModelNet40 test clouds, to keep script runs short."""
-    folder.mkdir()
-    for name in ("ModelNet40_Align", "Rendering"):
-        (folder / name).symlink_to(root / name)
-    lists = folder / "ShapeNet55" / "ShapeNet-55"
-    lists.mkdir(parents=True)
-    (folder / "ShapeNet55" / "shapenet_pc").symlink_to(root / "ShapeNet55" / "shapenet_pc")
-    for split, n in (("train", 16), ("test", 4)):
-        lines = (root / "ShapeNet55" / "ShapeNet-55" / f"{split}.txt").read_text().split()
-        (lists / f"{split}.txt").write_text("\n".join(lines[:n]) + "\n")
-    ply = folder / "ModelNet40_Ply"
-    ply.mkdir()
-    for path in sorted((root / "ModelNet40_Ply").iterdir())[:8]:
-        (ply / path.name).symlink_to(path)
-    return folder
-
-
 def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(WORLD), "--master_addr",
            "127.0.0.1", "--master_port", str(free_port()), script, *args]
@@ -382,7 +364,7 @@ def torchrun(script: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_scripts_under_torchrun(tmp_path, tiny_clip_path, tiny_clip, synthetic_root):
-    root = small_data_root(synthetic_root, tmp_path / "data")
+    root = small_data_root(Path(synthetic_root), tmp_path / "data", fixed_clouds=8)
     common = ["--data_root", str(root), "--clip", tiny_clip_path, "--num_workers", "0", "--epoch", "1",
               "--num_points", str(NUM_POINTS), "--views", "6"]
     proc = torchrun("pretraining.py", "--exp_name", "ddp", "--batch_size", "8", "--output_dir",

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import fewshot
 import pretraining
 from models import CLIP2Point
-from tests.helpers import parse
+from tests.helpers import parse, small_data_root
 from utils import interrupts
 from utils.cli import MAX_SEED, run
 from utils.errors import UsageError
@@ -77,19 +77,7 @@ def outside(state: dict, run_dir: str) -> dict:
 def data(tmp_path_factory, synthetic_root) -> Path:
     """The synthetic data (links) with 16 ShapeNet train objects, 4 test objects and 4 fixed
     ModelNet40 test clouds."""
-    root, folder = Path(synthetic_root), tmp_path_factory.mktemp("data")
-    for name in ("ModelNet40_Align", "Rendering"):
-        (folder / name).symlink_to(root / name)
-    lists = folder / "ShapeNet55" / "ShapeNet-55"
-    lists.mkdir(parents=True)
-    (folder / "ShapeNet55" / "shapenet_pc").symlink_to(root / "ShapeNet55" / "shapenet_pc")
-    for split, n in (("train", 16), ("test", 4)):
-        lines = (root / "ShapeNet55" / "ShapeNet-55" / f"{split}.txt").read_text().split()
-        (lists / f"{split}.txt").write_text("\n".join(lines[:n]) + "\n")
-    (folder / "ModelNet40_Ply").mkdir()
-    for path in sorted((root / "ModelNet40_Ply").iterdir())[:4]:
-        (folder / "ModelNet40_Ply" / path.name).symlink_to(path)
-    return folder
+    return small_data_root(Path(synthetic_root), tmp_path_factory.mktemp("data"), fixed_clouds=4)
 
 
 def fs_args(data, clip, out, *more, name="run"):

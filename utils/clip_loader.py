@@ -126,19 +126,29 @@ def _build_openai(state: dict, init_draws: bool = False) -> nn.Module:
     return model
 
 
+@contextlib.contextmanager
+def _downloading() -> Iterator[None]:
+    """A download without a socket timeout of its own gets DOWNLOAD_TIMEOUT_S (offline it fails
+    instead of hanging); a corrupt cached file is reported by the caller, in one line, not warned."""
+    previous = socket.getdefaulttimeout()
+    if previous is None:
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
+            yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def _openai_weights(name: str, root: str) -> str:
     """The cached file of OpenAI model `name` in `root` (downloaded once, checksum verified)."""
     import clip
 
     url = clip.clip._MODELS[name]
     target = os.path.join(root, os.path.basename(url))
-    previous = socket.getdefaulttimeout()
-    if previous is None:
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        with warnings.catch_warnings():
-            # a corrupt cached file is reported below, in one line
-            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
+        with _downloading():
             return clip.clip._download(url, root)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
@@ -154,8 +164,6 @@ def _openai_weights(name: str, root: str) -> str:
             f"CLIP {name} weights are not at {target} and cannot be downloaded ({reason}); "
             f"put the file there (from {url}) or pass a local checkpoint with --clip PATH"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _load_openai_file(path: str, init_draws: bool = False) -> nn.Module:
@@ -186,12 +194,8 @@ def _open_clip_weights(arch: str, tag: str, cfg: dict, cache_dir: Optional[str])
     else:
         where = f"{cache_dir or os.path.expanduser('~/.cache/clip')}"
         source = cfg.get("url", "")
-    previous = socket.getdefaulttimeout()
-    if previous is None:
-        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*SHA256 checksum does not match")
+        with _downloading():
             path = open_clip.download_pretrained(cfg, cache_dir=cache_dir)
     except Exception as err:  # network libraries raise many types; all mean the same here
         raise ClipWeightsMissing(
@@ -199,8 +203,6 @@ def _open_clip_weights(arch: str, tag: str, cfg: dict, cache_dir: Optional[str])
             f"download them once where there is internet (from {source}) or pass a local file with "
             f"--clip open_clip:{arch}/FILE"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous)
     if not path or not os.path.isfile(path):
         raise ClipWeightsMissing(f"OpenCLIP {arch}/{tag}: no weights file came from {source}; pass a local file "
                                  f"with --clip open_clip:{arch}/FILE")
