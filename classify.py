@@ -30,8 +30,8 @@ from models.classifier import UP_AXES, PointCloudClassifier, classifier_views
 from render.pictures import depth_grid
 from utils.backbone import tower_backbone
 from utils.clip_loader import load_clip
-from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_output_file, check_output_folder, get_device,
-                       run)
+from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_num_points, check_output_file, check_output_folder,
+                       get_device, run)
 from utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
 from utils.seeding import seed_everything
 from utils.errors import DataError, UsageError
@@ -46,7 +46,6 @@ DATASET_CLASSES = {
     "ScanObjectNN": (SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS),
 }
 FEW_POINTS = 100  # clouds smaller than this are flagged in the output
-MAX_NUM_POINTS = 1_000_000  # --num_points above this is refused (memory, no gain: see docs/outputs.md)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -237,9 +236,7 @@ def main(args: argparse.Namespace) -> Results:
     for flag in ("num_points", "topk", "batch_size"):
         if getattr(args, flag) < 1:
             raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.num_points > MAX_NUM_POINTS:
-        raise UsageError(f"--num_points {args.num_points} is more than the {MAX_NUM_POINTS:,} points this tool "
-                         f"takes per object (the depth maps are 224 x 224 pixels: more points only take memory)")
+    check_num_points(args.num_points)
     try:
         views = classifier_views(args.views, args.projection, args.ckpt, args.fewshot_ckpt, bool(args.view_weights))
     except ValueError as e:  # the classifier's own check, before any work

@@ -26,7 +26,7 @@ from utils.prompts import encode_prompts
 from utils.clip_loader import load_clip
 from utils import distributed
 from utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
-                       check_output_file, get_device, loader_workers, require_positive, run)
+                       check_num_points, check_output_file, get_device, loader_workers, require_positive, run)
 from utils.amp import grad_scaler, optimizer_step
 from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
@@ -96,6 +96,7 @@ def evaluate(args: argparse.Namespace, device: torch.device) -> Dict[str, float]
         raise UsageError("--eval needs --ckpt, a few-shot checkpoint such as best_test.pth")
     check_encoder_flags(args, device)
     require_positive(args, "num_points", "test_batch_size")
+    check_num_points(args.num_points)
     check_output_file(args.save_predictions, "--save_predictions")
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
@@ -142,6 +143,7 @@ def main(args: argparse.Namespace) -> Dict[str, object]:
     if args.exp_name is None:
         raise UsageError("training needs --exp_name (or pass --eval to evaluate a checkpoint)")
     require_positive(args, "shots", "num_points", "test_batch_size")
+    check_num_points(args.num_points)
     check_training_args(args)
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: batch norm in the adapters needs at least 2 objects "

@@ -27,7 +27,7 @@ from utils import distributed
 from utils.amp import grad_scaler, optimizer_step
 from utils.cli_options import add_cache_arguments, cache_dir_from_args
 from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
-                       get_device, loader_workers, require_positive, run)
+                       check_num_points, get_device, loader_workers, require_positive, run)
 from utils.errors import UsageError
 from utils.evaluation import zeroshot_accuracy
 from utils.resume import recorded_flags, resume, save_last
@@ -73,6 +73,7 @@ def main(args: argparse.Namespace) -> dict:
     main_process = distributed.is_main()
     amp = amp_dtype(args.amp, device, announce=main_process)
     require_positive(args, "num_points", "test_batch_size")
+    check_num_points(args.num_points)
     check_training_args(args)
     if args.batch_size < 2 * distributed.world_size():
         raise UsageError(f"--batch_size {args.batch_size}: NT-Xent needs at least 2 objects per batch and per "

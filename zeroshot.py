@@ -26,8 +26,8 @@ from utils.prompts import encode_prompts
 from utils.backbone import input_settings
 from utils.clip_loader import load_clip
 from utils.scoring import zeroshot_logits
-from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_output_file, get_device, loader_workers,
-                       require_positive, run)
+from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_num_points, check_output_file, get_device,
+                       loader_workers, require_positive, run)
 from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
 from utils.errors import UsageError
@@ -148,6 +148,7 @@ def main(args: argparse.Namespace) -> Dict[str, float]:
     device = get_device(args.device)
     amp = amp_dtype(args.amp, device)
     require_positive(args, "num_points", "test_batch_size")
+    check_num_points(args.num_points)
     if args.limit_per_class < 0 or (args.limit_per_class and args.dataset != "Objaverse-LVIS"):
         raise UsageError(f"--limit_per_class {args.limit_per_class}: expected N >= 1 objects per class, with "
                          f"--dataset Objaverse-LVIS only")

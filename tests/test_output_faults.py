@@ -508,3 +508,27 @@ def test_atomic_write_onto_a_link_replaces_the_link_not_its_target(tmp_path):
     assert (tmp_path / "victim").read_text() == "precious"
     assert not (tmp_path / "out.json").is_symlink() and (tmp_path / "out.json").read_text() == "[]"
     assert sorted(os.listdir(tmp_path)) == ["out.json", "victim"]
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("zeroshot", []),
+    ("fewshot", ["--exp_name", "x"]),
+    ("fewshot", ["--eval", "--ckpt", "missing.pth"]),
+    ("pretraining", ["--exp_name", "x"]),
+])
+def test_num_points_bound_in_every_script(tmp_path, capsys, script, argv):
+    """The bound of classify.py holds in the other scripts too, before data or CLIP are read."""
+    import importlib
+
+    from tests.helpers import parse
+
+    module = importlib.import_module(script)
+    args = parse(module, *argv, "--num_points", 2_000_000, "--data_root", tmp_path / "none",
+                 "--clip", tmp_path / "none.pt", *(["--output_dir", tmp_path / "out"] if "--exp_name" in argv else []))
+    with pytest.raises(SystemExit) as exit_:
+        run(module.main, args)
+    assert exit_.value.code == 2
+    assert errors(capsys.readouterr().err.splitlines()) == ["error: --num_points 2000000 is more than the 1,000,000 points this "
+                                               "tool takes per object (a depth map has a few hundred pixels a side: "
+                                               "more points only take memory)"]
+    assert list(tmp_path.iterdir()) == []

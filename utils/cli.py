@@ -159,6 +159,16 @@ def get_device(name: str) -> torch.device:
     return device
 
 
+MAX_NUM_POINTS = 1_000_000  # per object: more points cannot change a depth map, they only take memory
+
+
+def check_num_points(num_points: int) -> None:
+    """UsageError for a --num_points above MAX_NUM_POINTS (checked before anything is allocated)."""
+    if num_points > MAX_NUM_POINTS:
+        raise UsageError(f"--num_points {num_points} is more than the {MAX_NUM_POINTS:,} points this tool takes "
+                         f"per object (a depth map has a few hundred pixels a side: more points only take memory)")
+
+
 def require_positive(args: argparse.Namespace, *flags: str) -> None:
     """UsageError naming the first of `flags` (attribute names of args) whose value is below 1."""
     for flag in flags:
