@@ -4,7 +4,8 @@
     python classify.py scans/ --dataset ModelNet40 --ckpt best_eval.pth    # the 40 benchmark classes
     python classify.py cloud.ply --classes ... --fewshot_ckpt best_test.pth
 
-PATH: files or folders (searched recursively): .ply .off .obj .stl .npy .npz .xyz .txt .pts .pcd.
+PATH: files or folders (searched recursively) of any format of docs/formats.md (PLY, PCD, LAS/LAZ,
+OBJ/STL/glTF/GLB, OFF, npy/npz, text).
 Prints one line per object, `path: label (p=0.83), second (0.09), third (0.03)`, in input order.
 A file that cannot be read is reported on stderr and skipped; the exit code is then 1 (`exit_code`).
 """
