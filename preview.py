@@ -21,6 +21,7 @@ from render import build_projection, projection_views
 from render.pictures import depth_grid
 from utils.cli import ArgumentParser, run
 from utils.errors import UsageError
+from utils.outputs import atomic_write
 
 MAX_IMAGE_SIZE = 4096  # pixels per side of one depth map
 # classify.py's --up -> the renderer's rot (models.classifier.UP_AXES; not imported, as the model
@@ -60,17 +61,9 @@ def check_args(args: argparse.Namespace) -> str:
 
 
 def save_picture(picture, path: str, fmt: str) -> None:
-    """Write the picture through a temporary file in the same folder, renamed over `path` when
-    complete (a failed write leaves any old file as it was)."""
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        Image.fromarray(picture).save(tmp, format=fmt)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UsageError(f"--out {path}: cannot write the picture ({e.strerror or e})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Write the picture whole or not at all, never through a planted link (`utils.outputs`)."""
+    with atomic_write(path, "--out", mode="wb") as f:
+        Image.fromarray(picture).save(f, format=fmt)
 
 
 def main(args: argparse.Namespace) -> None:

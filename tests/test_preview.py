@@ -110,3 +110,29 @@ def test_preview_process_prints_no_traceback(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'other.ply'}: not a ply file or malformed header "
         f"(PlyHeaderParseError: line 1: expected 'ply')"], proc.stderr
+
+
+def test_a_failed_write_keeps_the_old_picture_and_never_follows_a_link(tmp_path, capsys, monkeypatch):
+    """The grid goes through a temporary file: a full disk leaves the old picture as it was (one
+    line naming --out), and a link at --out is replaced, not written through."""
+    cloud = spiral(tmp_path / "c.npy")
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"old picture")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", full_disk)
+        code, _, err = preview_main(capsys, cloud, "--out", out)
+    assert code == 2
+    assert err.splitlines() == [f"error: --out {out}: cannot write the file (No space left on device)"]
+    assert out.read_bytes() == b"old picture" and sorted(p.name for p in tmp_path.iterdir()) == ["c.npy", "grid.png"]
+
+    target = tmp_path / "elsewhere.png"
+    target.write_bytes(b"not yours")
+    link = tmp_path / "link.png"
+    link.symlink_to(target)
+    code, _, _ = preview_main(capsys, cloud, "--out", link)
+    assert code == 0 and target.read_bytes() == b"not yours"
+    assert not link.is_symlink() and Image.open(link).size[0] > 0
