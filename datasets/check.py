@@ -86,16 +86,6 @@ def check_splits(report: Report, label: str, folder: Path, splits: Sequence[str]
         report.detail(text)
 
 
-def _check_normalised(points, source) -> None:
-    """Every point of `points`, centred and scaled, must be finite and the farthest at radius 1
-    (a cloud whose coordinates overflow the normalisation would otherwise pass as zeros)."""
-    normalised = normalize(points, source)
-    radius = np.sqrt((normalised.astype(np.float64) ** 2).sum(axis=1)).max()
-    if not np.isfinite(normalised).all() or abs(radius - 1) > 1e-3:
-        raise DataError(f"{source}: coordinates cannot be normalised (their magnitude, up to "
-                        f"{np.abs(np.asarray(points, dtype=np.float64)).max():.3g}, overflows)")
-
-
 def _every_point(ds, i: int):
     """(all points or mesh vertices of item i as stored, file) for the loaders that read a sample."""
     if isinstance(ds, ModelNetPly):
@@ -113,11 +103,11 @@ def _read_item(ds, i: int) -> None:
     ds[i]  # reads, samples and normalises; raises DataError naming the file
     points, source = _every_point(ds, i)  # every point, not the sample only
     if points is not None:
-        _check_normalised(points, source)
+        normalize(points, source)  # NaN, infinite, empty or zero-size clouds raise DataError
 
 
 def _read_scan(ds, i: int) -> None:
-    _check_normalised(ds.data[ds.ids[i]], f"{ds.path}[{ds.ids[i]}]")  # no FPS: only the data matter here
+    normalize(ds.data[ds.ids[i]], f"{ds.path}[{ds.ids[i]}]")  # no FPS: only the data matter here
 
 
 def check_rendering(report: Report, root: Path, quick: bool) -> None:
