@@ -83,7 +83,7 @@ def metrics(labels: np.ndarray, ranked: np.ndarray, num_classes: int) -> Dict[st
         else:
             result[f"top{k}"] = float((ranked[:, :k] == labels[:, None]).any(axis=1).mean())
     per_class = per_class_accuracy(labels, ranked[:, 0] if len(labels) else labels, num_classes)
-    result["mean_class"] = float(np.nanmean(per_class)) if (~np.isnan(per_class)).any() else 0.0
+    result["mean_class"] = mean_over_present(per_class)
     result["objects"] = int(len(labels))
     return result
 
@@ -98,6 +98,11 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) 
     return acc
 
 
+def mean_over_present(per_class: np.ndarray) -> float:
+    """Mean class accuracy: the mean of `per_class_accuracy` over the classes present (0 if none)."""
+    return float(np.nanmean(per_class)) if (~np.isnan(per_class)).any() else 0.0
+
+
 def report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> Tuple[List[str], float, float]:
     """Lines of a per-class accuracy table, the mean class accuracy and the overall accuracy.
 
@@ -110,7 +115,7 @@ def report(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) ->
         count = int((labels == c).sum())
         value = "-" if np.isnan(per_class[c]) else f"{per_class[c]:.4f}"
         lines.append(f"{name:<{width}}  {count:>7}  {value}")
-    mean_class = float(np.nanmean(per_class)) if (~np.isnan(per_class)).any() else 0.0
+    mean_class = mean_over_present(per_class)
     return lines, mean_class, accuracy(labels, preds)
 
 
