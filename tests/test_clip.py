@@ -7,9 +7,10 @@ import warnings
 import clip
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip
+from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, parameters_on_meta
 from utils.prompts import encode_prompts
 from utils.scoring import zeroshot_logits
 from utils.tiny_clip import write_tiny_clip
@@ -48,6 +49,29 @@ def test_load_clip_reads_state_dict_file(tiny_clip, tiny_clip_path):
     assert all(torch.equal(loaded[k], state[k].float()) for k in state)
     out = tiny_clip.visual(torch.zeros(1, 3, 224, 224))
     assert out.shape == (1, 512) and torch.isfinite(out).all()
+
+
+def test_building_on_meta_skips_initialisation_and_keeps_metadata():
+    class Built(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.empty(4, 3))
+            nn.init.normal_(self.w)
+            nn.init.trunc_normal_(self.w.data.mul_(2), std=0.02)
+            self.frozen = nn.Parameter(torch.empty(2)).requires_grad_(False)
+            self.squeezed = torch.empty(2, 1, device="meta").squeeze_(1)
+            self.register_buffer("mask", torch.empty(2).fill_(1.5))
+            self.draw = torch.rand(3)
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    with parameters_on_meta():
+        built = Built()
+    assert torch.equal(torch.rand(4), expected)  # building drew nothing from the global generator
+    assert built.w.is_meta and built.w.shape == (4, 3) and built.w.requires_grad
+    assert built.frozen.is_meta and not built.frozen.requires_grad and built.squeezed.shape == (2,)
+    assert torch.equal(built.mask, torch.full((2,), 1.5)) and not built.draw.is_meta
 
 
 def _traced(model, path):

@@ -6,6 +6,8 @@ from typing import Optional, Tuple
 
 import torch.nn as nn
 
+from utils.openai_clip import clip_module
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # the metadata entry of a tower's state dict prefix
@@ -25,6 +27,8 @@ OPENAI_TOWERS = {
     ("ViT", 24, 1024, 14, 224, 768): "ViT-L/14",
     ("ViT", 24, 1024, 14, 336, 768): "ViT-L/14@336px",
 }
+# the model names of clip.available_models(), in its order
+OPENAI_NAMES = tuple(OPENAI_TOWERS.values())
 
 
 @dataclass(frozen=True)
@@ -65,12 +69,11 @@ def attach_backbone(visual: nn.Module, backbone: Backbone) -> nn.Module:
 def openai_tower_shape(visual: nn.Module) -> Optional[tuple]:
     """(kind, layers, width, patch, resolution, output_dim) of an image tower of OpenAI's `clip`
     package, None for other modules."""
-    from clip.model import ModifiedResNet, VisionTransformer
-
-    if isinstance(visual, VisionTransformer):
+    clip_model = clip_module("model")
+    if isinstance(visual, clip_model.VisionTransformer):
         return ("ViT", len(visual.transformer.resblocks), visual.conv1.out_channels, visual.conv1.kernel_size[0],
                 visual.input_resolution, visual.output_dim)
-    if isinstance(visual, ModifiedResNet):
+    if isinstance(visual, clip_model.ModifiedResNet):
         layers = tuple(len(getattr(visual, f"layer{i}")) for i in range(1, 5))
         return ("RN", layers, visual.conv3.out_channels, None, visual.input_resolution, visual.output_dim)
     return None

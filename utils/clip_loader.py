@@ -17,10 +17,12 @@ from typing import Iterator, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 
-from utils.backbone import Backbone, attach_backbone, describe_openai_tower
+from utils.backbone import OPENAI_NAMES, Backbone, attach_backbone, describe_openai_tower
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
+from utils.openai_clip import clip_module
 
 DEFAULT_CLIP = "ViT-B/32"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -75,11 +77,32 @@ def _read_clip_file(path: str) -> dict:
     return state
 
 
+# in-place methods that change what a tensor is, not its values: never skipped
+_METADATA_OPS = {"requires_grad_", "resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_",
+                 "t_", "transpose_", "swapdims_", "swapaxes_", "share_memory_", "rename_"}
+
+
+class _SkipMetaInit(TorchFunctionMode):
+    """In-place value ops on meta tensors (the initialisations of modules being built) are skipped:
+    they compute nothing, and some of them (normal_, trunc_normal_) import torch's compiler stack,
+    over a second."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        # torch.nn.init passes its tensor by keyword
+        target = args[0] if args else kwargs.get("tensor")
+        if (name.endswith("_") and not name.endswith("__") and name not in _METADATA_OPS
+                and isinstance(target, torch.Tensor) and target.is_meta):
+            return target
+        return func(*args, **kwargs)
+
+
 @contextlib.contextmanager
 def parameters_on_meta() -> Iterator[None]:
     """Modules built inside get their parameters on the meta device: no memory, no initialisation
-    work. Buffers and plain tensors (attention masks) stay real. The global random generator is
-    restored on exit, so building draws no random numbers."""
+    work (in-place value ops on them are skipped). Buffers and plain tensors (attention masks) stay
+    real. The global random generator is restored on exit, so building draws no random numbers."""
     register = nn.Module.register_parameter
 
     def register_on_meta(module: nn.Module, name: str, param: Optional[nn.Parameter]) -> None:
@@ -87,7 +110,7 @@ def parameters_on_meta() -> Iterator[None]:
             param = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
         register(module, name, param)
 
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings(), _SkipMetaInit():
         # loading into meta parameters only checks keys and shapes; the weights are assigned later
         warnings.filterwarnings("ignore", message=".*copying from a non-meta parameter")
         nn.Module.register_parameter = register_on_meta
@@ -115,8 +138,7 @@ def _build_openai(state: dict, init_draws: bool = False) -> nn.Module:
     """An OpenAI CLIP of the shapes of `state` (clip's build_model, which checks keys and shapes)
     with the weights of `state`, built without a random initialisation (with `init_draws`: built
     as clip's build_model builds it, drawing its random initialisation first)."""
-    from clip.model import build_model
-
+    build_model = clip_module("model").build_model
     if init_draws:
         return build_model(dict(state))
     with parameters_on_meta():
@@ -143,13 +165,12 @@ def _downloading() -> Iterator[None]:
 
 def _openai_weights(name: str, root: str) -> str:
     """The cached file of OpenAI model `name` in `root` (downloaded once, checksum verified)."""
-    import clip
-
-    url = clip.clip._MODELS[name]
+    clip = clip_module("clip")  # clip's downloader: imports torchvision (seconds)
+    url = clip._MODELS[name]
     target = os.path.join(root, os.path.basename(url))
     try:
         with _downloading():
-            return clip.clip._download(url, root)
+            return clip._download(url, root)
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         if isinstance(err, PermissionError):
@@ -320,13 +341,11 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
     random numbers drawn afterwards (adapter and selector weights) are the published code's. The
     training scripts use it; evaluation does not need it (nothing random follows).
     """
-    import clip  # imports torchvision (seconds): only where a model is loaded
-
     name = str(name_or_path)
     root = download_root or _default_root()
     if name.startswith(OPEN_CLIP_PREFIX):
         model, backbone = _load_open_clip(name[len(OPEN_CLIP_PREFIX):], download_root)
-    elif name in clip.available_models():
+    elif name in OPENAI_NAMES:
         path = _openai_weights(name, root)
         model = _load_openai_file(path, init_draws)
         backbone = Backbone(name, model.visual.input_resolution)
@@ -343,7 +362,7 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
         )
     else:
         raise ClipLoadError(
-            f"unknown CLIP model {name!r}: expected one of {clip.available_models()}, "
+            f"unknown CLIP model {name!r}: expected one of {list(OPENAI_NAMES)}, "
             f"{OPEN_CLIP_PREFIX}ARCH/TAG (for example {OPEN_CLIP_EXAMPLE}), {OPEN_CLIP_PREFIX}ARCH/FILE "
             f"or a local checkpoint file (--clip PATH)"
         )

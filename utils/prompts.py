@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from utils.errors import UsageError
+from utils.openai_clip import tokenize
 
 # the paper's prompt: "image of a " + class name
 PROMPT_TEMPLATE = "image of a {}"
@@ -43,13 +44,11 @@ def encode_sentences(clip_model: nn.Module, sentences: Sequence[str],
                      device: Union[str, torch.device] = "cpu") -> torch.Tensor:
     """L2-normalised CLIP text features (S, D) of `sentences`, tokenized by the model's own
     tokenizer (`clip_model.tokenizer`, as OpenCLIP models from load_clip carry; OpenAI's otherwise)."""
-    import clip
-
     if len(sentences) == 0:
         raise ValueError("encode_sentences needs at least one sentence")
     tokenizer = getattr(clip_model, "tokenizer", None)
     tokens = (tokenizer(list(sentences)) if tokenizer is not None
-              else clip.tokenize(list(sentences), truncate=True)).to(device)
+              else tokenize(list(sentences), truncate=True)).to(device)
     return F.normalize(clip_model.encode_text(tokens).float(), dim=-1)
 
 

@@ -6,6 +6,7 @@ import os
 import torch
 
 from utils.checkpoint import save_checkpoint
+from utils.openai_clip import clip_module
 
 # the tiny OpenCLIP architecture: GELU (not OpenAI's QuickGELU), 96 px input, 256-d embeddings
 TINY_OPEN_CLIP = "tiny-ViT-96"
@@ -17,13 +18,12 @@ TINY_OPEN_CLIP_CONFIG = {
 
 
 def _write_openai(path: str, seed: int, **sizes) -> str:
-    from clip.model import CLIP, convert_weights  # imports torchvision (seconds)
-
+    clip_model = clip_module("model")
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.random.default_generator.manual_seed(seed)
-        model = CLIP(context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
+        model = clip_model.CLIP(context_length=77, vocab_size=49408, transformer_width=64, transformer_heads=1,
                      transformer_layers=2, **sizes)
-    convert_weights(model)  # half precision where OpenAI's checkpoints have it
+    clip_model.convert_weights(model)  # half precision where OpenAI's checkpoints have it
     save_checkpoint(model.state_dict(), path)
     return path
 
