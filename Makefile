@@ -12,11 +12,15 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# one pytest worker per core (each on one intra-op thread: tests/conftest.py); a module's tests share a worker
+TEST_WORKERS ?= 2
+TEST_ARGS = -q -rs -n $(TEST_WORKERS) --dist loadscope
+
 test: venv
-	$(PY) -m pytest -q -rs tests
+	$(PY) -m pytest $(TEST_ARGS) tests
 
 test-fast: venv
-	$(PY) -m pytest -q -rs -m "not slow" tests
+	$(PY) -m pytest $(TEST_ARGS) -m "not slow" tests
 
 demo: venv
 	$(PY) demo.py

@@ -27,12 +27,20 @@ while [ $# -gt 0 ]; do
 done
 start=$(date +%s)
 
-if ! "$PY" -c "import torch" 2>/dev/null; then
-    echo "gpu_check.sh: PyTorch is not installed for $PY; install it first (set PYTHON to pick another interpreter)" >&2
-    exit 2
-fi
-if [ -z "$CPU" ] && ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    echo "gpu_check.sh: PyTorch sees no CUDA device; run with --cpu for a dry run" >&2
+# one interpreter start (seconds with torch) answers both: 3 without PyTorch, 4 without a CUDA device
+found=0
+"$PY" -c "import sys
+try:
+    import torch
+except ImportError:
+    sys.exit(3)
+sys.exit(0 if torch.cuda.is_available() else 4)" 2>/dev/null || found=$?
+if [ "$found" != 0 ] && { [ "$found" != 4 ] || [ -z "$CPU" ]; }; then
+    if [ "$found" = 4 ]; then
+        echo "gpu_check.sh: PyTorch sees no CUDA device; run with --cpu for a dry run" >&2
+    else
+        echo "gpu_check.sh: PyTorch is not installed for $PY; install it first (set PYTHON to pick another interpreter)" >&2
+    fi
     exit 2
 fi
 

@@ -2,10 +2,22 @@
 import os
 
 import pytest
+import torch
+import torch.utils.data._utils
 
 from tests import data_fixtures
 from utils.clip_loader import load_clip
 from utils.tiny_clip import write_tiny_clip
+
+
+# A DataLoader iterator left in the traceback of a worker error (the in-process fault tests raise
+# many) waits this long for its workers when it is garbage collected: 5 s by default, each time.
+torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL = 0.5
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: one intra-op thread each (and in the processes they start)
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ ROWS = ("depth maps, native renderer", "depth maps, PyTorch3D rasteriser", "real
         "farthest point sampling", "zero-shot", "few-shot epoch", "pre-training step, --amp off")
 
 
-def run_script(*args: str, timeout: int = 60) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHON=sys.executable)
+def run_script(*args: str, timeout: int = 60, python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHON=python)
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -33,6 +33,9 @@ def test_missing_requirements_follow_includes_and_skip_torch(tmp_path):
 def test_bad_argument_and_no_gpu_exit_2():
     done = run_script("--bogus")
     assert done.returncode == 2 and "unknown argument --bogus" in done.stderr
+    done = run_script("--cpu", python="false")
+    assert done.returncode == 2 and done.stderr == ("gpu_check.sh: PyTorch is not installed for false; install it "
+                                                    "first (set PYTHON to pick another interpreter)\n")
     if not torch.cuda.is_available():
         done = run_script("--no_tests")
         assert done.returncode == 2 and "no CUDA device; run with --cpu" in done.stderr
