@@ -68,3 +68,29 @@ def test_no_torchvision_on_the_checkpoint_path_and_a_whole_package_afterwards(tm
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_the_tokenizer_is_built_once_by_concurrent_callers(monkeypatch):
+    import threading
+
+    import utils.openai_clip as openai_clip
+
+    built = []
+
+    class Counting(clip_module("simple_tokenizer").SimpleTokenizer):
+        def __init__(self):
+            built.append(threading.get_ident())
+            super().__init__()
+
+    monkeypatch.setattr(clip_module("simple_tokenizer"), "SimpleTokenizer", Counting)
+    monkeypatch.setattr(openai_clip, "_TOKENIZER", None)
+    openai_clip.build_tokenizer_in_background()
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(openai_clip._tokenizer())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and len(seen) == 4 and all(t is seen[0] for t in seen)
+    assert isinstance(seen[0], Counting) and torch.equal(tokenize(TEXTS, truncate=True),
+                                                         clip.tokenize(TEXTS, truncate=True))

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from utils.backbone import OPENAI_NAMES, Backbone, attach_backbone, describe_openai_tower
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
-from utils.openai_clip import clip_module
+from utils.openai_clip import build_tokenizer_in_background, clip_module
 
 DEFAULT_CLIP = "ViT-B/32"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -49,7 +49,9 @@ def _read_clip_file(path: str) -> dict:
     state dict saved with torch.save.
 
     clip.load's own fallback from TorchScript to torch.load does not rewind the file and fails on
-    recent PyTorch (openai/CLIP issue 396), so the same two steps are done here by path.
+    recent PyTorch (openai/CLIP issue 396), so the same two steps are done here by path. A
+    state-dict file in torch.save's zip format is memory-mapped (read as its tensors are
+    converted, not copied first); the caller copies what it keeps.
     """
     try:
         with warnings.catch_warnings():  # OpenAI ships TorchScript; its deprecation is not ours to fix
@@ -58,7 +60,7 @@ def _read_clip_file(path: str) -> dict:
     except (RuntimeError, ValueError):
         pass
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except OSError as err:
         raise ClipLoadError(f"cannot read CLIP checkpoint {path} ({err.strerror or err}; --clip)") from None
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as err:
@@ -143,7 +145,11 @@ def _build_openai(state: dict, init_draws: bool = False) -> nn.Module:
         return build_model(dict(state))
     with parameters_on_meta():
         model = build_model(dict(state))  # build_model deletes three bookkeeping keys of its argument
-    assign_state_dict(model, {k: v for k, v in state.items()
+    # float32, as load_clip returns it: each tensor converted once, into memory of its own (a
+    # state-dict file is memory-mapped while it is read)
+    model.float()
+    assign_state_dict(model, {k: v.to(torch.float32 if v.is_floating_point() else v.dtype, copy=True)
+                              for k, v in state.items()
                               if k not in ("input_resolution", "context_length", "vocab_size")})
     return model
 
@@ -343,6 +349,8 @@ def load_clip(name_or_path: str = DEFAULT_CLIP, device: Union[str, torch.device]
     """
     name = str(name_or_path)
     root = download_root or _default_root()
+    if not name.startswith(OPEN_CLIP_PREFIX):
+        build_tokenizer_in_background()  # while the weights are read
     if name.startswith(OPEN_CLIP_PREFIX):
         model, backbone = _load_open_clip(name[len(OPEN_CLIP_PREFIX):], download_root)
     elif name in OPENAI_NAMES:

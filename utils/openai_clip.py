@@ -7,7 +7,6 @@ The package object is put in `sys.modules` with its real search path but without
 `__init__`; the first access to a name the `__init__` defines (`clip.load`, `clip.tokenize`, ...)
 runs it then, so code that imports `clip` later in the same process sees the whole package.
 """
-import functools
 import importlib
 import importlib.util
 import sys
@@ -18,6 +17,8 @@ from typing import List, Union
 import torch
 
 _LOCK = threading.RLock()
+_TOKENIZER_LOCK = threading.Lock()
+_TOKENIZER = None
 
 
 def _package() -> ModuleType:
@@ -54,9 +55,26 @@ def clip_module(name: str) -> ModuleType:
     return importlib.import_module(f"clip.{name}")
 
 
-@functools.lru_cache(maxsize=None)
 def _tokenizer():
-    return clip_module("simple_tokenizer").SimpleTokenizer()
+    """clip's SimpleTokenizer, built once (a second caller waits for a build under way)."""
+    global _TOKENIZER
+    with _TOKENIZER_LOCK:
+        if _TOKENIZER is None:
+            _TOKENIZER = clip_module("simple_tokenizer").SimpleTokenizer()
+        return _TOKENIZER
+
+
+def build_tokenizer_in_background() -> None:
+    """Start building the tokenizer (importing ftfy and regex, reading its vocabulary: about 0.3 s
+    of Python) in a thread, for a caller about to read a checkpoint, which mostly runs outside
+    Python's lock. A failure is left for the next `tokenize`, which raises it in its own thread."""
+    def build():
+        try:
+            _tokenizer()
+        except Exception:
+            pass
+
+    threading.Thread(target=build, daemon=True, name="clip tokenizer").start()
 
 
 def tokenize(texts: Union[str, List[str]], context_length: int = 77, truncate: bool = False) -> torch.Tensor:
