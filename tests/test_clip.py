@@ -1,4 +1,5 @@
 """CLIP loading, the tiny CLIP, prompt features and zero-shot logits."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -13,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import utils.clip_loader as clip_loader
 from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, parameters_on_meta
+from utils.openai_clip import _urls_from_source, model_urls
 from utils.prompts import encode_prompts
 from utils.scoring import zeroshot_logits
 from utils.tiny_clip import write_tiny_clip
@@ -136,6 +139,28 @@ def test_model_name_goes_through_clips_download_and_equals_clip_load(tmp_path, t
     assert torch.equal(torch.rand(2), after)
     images = torch.randn(2, 3, 224, 224)
     assert torch.equal(model.encode_image(images), reference.encode_image(images))
+
+
+def test_model_urls_read_from_clips_source_are_its_table():
+    assert _urls_from_source() == clip.clip._MODELS and model_urls() == clip.clip._MODELS
+
+
+def test_a_verified_cached_file_is_read_without_clips_downloader(tmp_path, tiny_clip_path, tiny_clip, monkeypatch):
+    cached = tmp_path / "ViT-B-32.pt"
+    cached.write_bytes(Path(tiny_clip_path).read_bytes())
+    digest = hashlib.sha256(cached.read_bytes()).hexdigest()
+    url = f"https://example.invalid/clip/models/{digest}/ViT-B-32.pt"
+    monkeypatch.setattr(clip_loader, "model_urls", lambda: {"ViT-B/32": url})
+    calls = []
+    monkeypatch.setattr(clip.clip, "_download", lambda url, root: calls.append((url, root)) or tiny_clip_path)
+    model = load_clip("ViT-B/32", download_root=str(tmp_path))
+    assert calls == []
+    ours, theirs = model.state_dict(), tiny_clip.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    # a cached file whose checksum differs is clip's downloader's to replace, as before
+    cached.write_bytes(b"not the published file")
+    load_clip("ViT-B/32", download_root=str(tmp_path))
+    assert calls == [(url, str(tmp_path))]
 
 
 def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch):

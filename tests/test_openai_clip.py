@@ -40,15 +40,24 @@ def test_an_imported_package_is_used_as_it_is():
     assert clip_module("model") is clip.model and clip_module("simple_tokenizer") is sys.modules["clip.simple_tokenizer"]
 
 
-def test_no_torchvision_on_the_checkpoint_path_and_a_whole_package_afterwards(tmp_path):
+def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_package_afterwards(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from utils.tiny_clip import write_tiny_clip
         from utils.clip_loader import load_clip
         from utils.prompts import encode_prompts
-        model = load_clip(write_tiny_clip({str(tmp_path / "tiny.pt")!r}))
+        import hashlib
+        import utils.clip_loader
+        path = write_tiny_clip({str(tmp_path / "ViT-B-32.pt")!r})
+        model = load_clip(path)
         features = encode_prompts(model, ["chair", "table"])
         assert features.shape == (2, 512), features.shape
+        # a model name whose file is cached and verified: clip's downloader is not imported either
+        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        urls = utils.clip_loader.model_urls()
+        assert urls["ViT-B/32"].endswith("/ViT-B-32.pt") and len(urls) == 9
+        utils.clip_loader.model_urls = lambda: {{"ViT-B/32": f"https://example.invalid/{{digest}}/ViT-B-32.pt"}}
+        assert load_clip("ViT-B/32", download_root={str(tmp_path)!r}).visual.output_dim == 512
         heavy = ("torchvision", "clip.clip", "pkg_resources", "torch._dynamo")
         assert not any(m in sys.modules for m in heavy), [m for m in sys.modules if m.startswith(heavy)]
         from utils.openai_clip import clip_module, tokenize

@@ -6,6 +6,7 @@ meta device and the checkpoint's tensors are assigned to them (same weights as l
 randomly initialised model, bit for bit; the global random generator is left untouched)."""
 import contextlib
 import functools
+import hashlib
 import os
 import pickle
 import socket
@@ -22,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from utils.backbone import OPENAI_NAMES, Backbone, attach_backbone, describe_openai_tower
 from utils.checkpoint import read_error
 from utils.errors import ClipLoadError, ClipWeightsMissing
-from utils.openai_clip import build_tokenizer_in_background, clip_module
+from utils.openai_clip import build_tokenizer_in_background, clip_module, model_urls
 
 DEFAULT_CLIP = "ViT-B/32"
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -169,12 +170,22 @@ def _downloading() -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2 ** 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _openai_weights(name: str, root: str) -> str:
     """The cached file of OpenAI model `name` in `root` (downloaded once, checksum verified)."""
-    clip = clip_module("clip")  # clip's downloader: imports torchvision (seconds)
-    url = clip._MODELS[name]
+    url = model_urls()[name]
     target = os.path.join(root, os.path.basename(url))
     try:
+        if os.path.isfile(target) and _sha256(target) == url.split("/")[-2]:
+            return target  # what clip's downloader returns for a verified cached file, without its imports
+        clip = clip_module("clip")  # clip's downloader: imports torchvision (seconds)
         with _downloading():
             return clip._download(url, root)
     except (urllib.error.URLError, OSError) as err:

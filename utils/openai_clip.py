@@ -7,12 +7,14 @@ The package object is put in `sys.modules` with its real search path but without
 `__init__`; the first access to a name the `__init__` defines (`clip.load`, `clip.tokenize`, ...)
 runs it then, so code that imports `clip` later in the same process sees the whole package.
 """
+import ast
 import importlib
 import importlib.util
 import sys
 import threading
+from pathlib import Path
 from types import ModuleType
-from typing import List, Union
+from typing import Dict, List, Union
 
 import torch
 
@@ -47,6 +49,27 @@ def _package() -> ModuleType:
         package.__getattr__ = __getattr__
         sys.modules["clip"] = package
         return package
+
+
+def model_urls() -> Dict[str, str]:
+    """clip's table of model name -> download URL (`clip.clip._MODELS`), read from the source of
+    `clip/clip.py` without running it (running it imports torchvision)."""
+    if "clip.clip" in sys.modules:
+        return dict(sys.modules["clip.clip"]._MODELS)
+    return _urls_from_source() or dict(clip_module("clip")._MODELS)
+
+
+def _urls_from_source() -> Dict[str, str]:
+    """`_MODELS` of clip/clip.py as a literal (empty if it is not one in this version of clip)."""
+    _package()
+    source = Path(importlib.util.find_spec("clip.clip").origin).read_text(encoding="utf-8")
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_MODELS" for t in node.targets):
+            try:
+                return dict(ast.literal_eval(node.value))
+            except ValueError:
+                return {}
+    return {}
 
 
 def clip_module(name: str) -> ModuleType:
