@@ -49,3 +49,15 @@ def user_cache_in_tmp(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+# The modules that take longest go first, so that the workers of `make test` finish together
+# (each module runs on one worker; longest first leaves no long module for the end).
+LONGEST_MODULES = ("test_scripts.py", "test_faults.py", "test_distributed.py", "test_training_faults.py",
+                   "test_benchmark.py", "test_backbones.py", "test_output_faults.py", "test_render.py",
+                   "test_gpu_check.py", "test_classify.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order

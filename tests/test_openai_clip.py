@@ -42,7 +42,8 @@ def test_an_imported_package_is_used_as_it_is():
 
 def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_package_afterwards(tmp_path):
     code = textwrap.dedent(f"""
-        import sys
+        import os, sys
+        import torch
         from utils.tiny_clip import write_tiny_clip
         from utils.clip_loader import load_clip
         from utils.prompts import encode_prompts
@@ -52,6 +53,14 @@ def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_pack
         model = load_clip(path)
         features = encode_prompts(model, ["chair", "table"])
         assert features.shape == (2, 512), features.shape
+        # the file was memory-mapped while read: the model holds copies (a mapped file cut short
+        # kills the process on the next read of a mapped page, SIGBUS)
+        copy = {str(tmp_path / "copy.pt")!r}
+        open(copy, "wb").write(open(path, "rb").read())
+        mapped = load_clip(copy)
+        os.truncate(copy, 0)
+        assert torch.equal(encode_prompts(mapped, ["chair", "table"]), features)
+        assert all(torch.equal(a, b) for a, b in zip(mapped.state_dict().values(), model.state_dict().values()))
         # a model name whose file is cached and verified: clip's downloader is not imported either
         digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
         urls = utils.clip_loader.model_urls()

@@ -1,7 +1,7 @@
-"""OpenAI's `clip` package without its start-up cost: its model and tokenizer modules, and a
-`tokenize` equal to `clip.tokenize`, without running `clip/__init__.py` (which imports
-torchvision, and through it torch's compiler stack: over a second, for image transforms this
-project never uses).
+"""OpenAI's `clip` package without its start-up cost: its model and tokenizer modules, a
+`tokenize` equal to `clip.tokenize` and its table of model URLs, without running
+`clip/__init__.py` (which imports torchvision, and through it torch's compiler stack: over a
+second, for image transforms this project never uses).
 
 The package object is put in `sys.modules` with its real search path but without running its
 `__init__`; the first access to a name the `__init__` defines (`clip.load`, `clip.tokenize`, ...)
@@ -62,8 +62,12 @@ def model_urls() -> Dict[str, str]:
 def _urls_from_source() -> Dict[str, str]:
     """`_MODELS` of clip/clip.py as a literal (empty if it is not one in this version of clip)."""
     _package()
-    source = Path(importlib.util.find_spec("clip.clip").origin).read_text(encoding="utf-8")
-    for node in ast.parse(source).body:
+    try:
+        source = Path(importlib.util.find_spec("clip.clip").origin).read_text(encoding="utf-8")
+        tree = ast.parse(source)
+    except (OSError, SyntaxError, TypeError, ValueError):  # not a plain source file
+        return {}
+    for node in tree.body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_MODELS" for t in node.targets):
             try:
                 return dict(ast.literal_eval(node.value))
