@@ -367,3 +367,10 @@ def test_main_returns_the_unread_inputs_and_the_wrapper_exits_1(tmp_path, tiny_c
     with pytest.raises(SystemExit) as exit_info:
         run(classify.main, parse(*argv), exit_code=classify.exit_code)
     assert exit_info.value.code == 1
+
+
+def test_exit_at_once_flushes_what_was_printed_and_sets_the_code():
+    code = ("import sys; from utils.cli import exit_at_once\n"
+            "print('result line', end=''); sys.stderr.write('note'); exit_at_once(3)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "result line", "note")
