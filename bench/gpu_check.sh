@@ -35,14 +35,15 @@ try:
 except ImportError:
     sys.exit(3)
 sys.exit(0 if torch.cuda.is_available() else 4)" 2>/dev/null || found=$?
-if [ "$found" != 0 ] && { [ "$found" != 4 ] || [ -z "$CPU" ]; }; then
-    if [ "$found" = 4 ]; then
-        echo "gpu_check.sh: PyTorch sees no CUDA device; run with --cpu for a dry run" >&2
-    else
-        echo "gpu_check.sh: PyTorch is not installed for $PY; install it first (set PYTHON to pick another interpreter)" >&2
-    fi
-    exit 2
-fi
+case "$found" in
+    0) ;;
+    4) if [ -z "$CPU" ]; then
+           echo "gpu_check.sh: PyTorch sees no CUDA device; run with --cpu for a dry run" >&2
+           exit 2
+       fi ;;
+    *) echo "gpu_check.sh: PyTorch is not installed for $PY; install it first (set PYTHON to pick another interpreter)" >&2
+       exit 2 ;;
+esac
 
 missing=$("$PY" bench/missing_requirements.py)
 if [ -n "$missing" ]; then

@@ -1,7 +1,7 @@
 """Start-up: what a user waits for around the model, as ratios to `import torch`.
 
     python bench/startup.py              # best and median of 5 runs per row
-    python bench/startup.py --repeat 5
+    python bench/startup.py --repeat 7
 
 Every row is a fresh `python` process, timed from start to exit: --repeat rounds that run every
 command once each (so a machine whose load changes weighs on all rows alike), the best and the

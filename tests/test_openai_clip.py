@@ -3,12 +3,14 @@ and a package that is whole again as soon as anything asks for what its __init__
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import clip
 import pytest
 import torch
 
+import utils.openai_clip as openai_clip
 from utils.openai_clip import clip_module, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,10 +91,6 @@ def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_pack
 
 
 def test_the_tokenizer_is_built_once_by_concurrent_callers(monkeypatch):
-    import threading
-
-    import utils.openai_clip as openai_clip
-
     built = []
 
     class Counting(clip_module("simple_tokenizer").SimpleTokenizer):
