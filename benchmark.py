@@ -31,10 +31,10 @@ import torch
 
 import fewshot
 import zeroshot
-from datasets.objaverse import FOLDER as LVIS_FOLDER, SPLIT as LVIS_SPLIT
-from datasets.scanobjectnn import h5_path
-from utils.cli import ArgumentParser, check_output_folder, run
-from utils.errors import UsageError
+from clip2point.datasets.objaverse import FOLDER as LVIS_FOLDER, SPLIT as LVIS_SPLIT
+from clip2point.datasets.scanobjectnn import h5_path
+from clip2point.utils.cli import ArgumentParser, check_output_folder, run
+from clip2point.utils.errors import UsageError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 METHODS = ("clip", "clip2point", "pointclip_v2", "dpa")

@@ -24,21 +24,21 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
+from clip2point.datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
                                  SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
-from datasets.readers import SUFFIXES, find_cloud_files, load_cloud
-from models.classifier import UP_AXES, PointCloudClassifier, classifier_views
-from render.pictures import depth_grid
-from utils.backbone import tower_backbone
-from utils.clip_loader import load_clip
-from utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_num_points, check_output_file, check_output_folder,
+from clip2point.datasets.readers import SUFFIXES, find_cloud_files, load_cloud
+from clip2point.models.classifier import UP_AXES, PointCloudClassifier, classifier_views
+from clip2point.render.pictures import depth_grid
+from clip2point.utils.backbone import tower_backbone
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_num_points, check_output_file, check_output_folder,
                        exit_at_once, get_device, run)
-from utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
-from utils.seeding import seed_everything
-from utils.errors import DataError, UsageError
-from utils.outputs import atomic_write, print_line, write_new_file
-from utils.prompts import PROMPT_TEMPLATE, check_template
-from utils.view_weights import parse_view_weights
+from clip2point.utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
+from clip2point.utils.seeding import seed_everything
+from clip2point.utils.errors import DataError, UsageError
+from clip2point.utils.outputs import atomic_write, print_line, write_new_file
+from clip2point.utils.prompts import PROMPT_TEMPLATE, check_template
+from clip2point.utils.view_weights import parse_view_weights
 
 # --dataset -> (label names, names put into the template)
 DATASET_CLASSES = {

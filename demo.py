@@ -26,13 +26,13 @@ import classify
 import fewshot
 import pretraining
 import zeroshot
-from datasets import ModelNet40Ply
-from datasets.modelnet import read_ply_points
-from datasets.readers import write_pcd
-from datasets.synthetic import generate
-from render import Renderer, Selector
-from render.pictures import depth_picture
-from utils.tiny_clip import write_tiny_clip
+from clip2point.datasets import ModelNet40Ply
+from clip2point.datasets.modelnet import read_ply_points
+from clip2point.datasets.readers import write_pcd
+from clip2point.datasets.synthetic import generate
+from clip2point.render import Renderer, Selector
+from clip2point.render.pictures import depth_picture
+from clip2point.utils.tiny_clip import write_tiny_clip
 
 NOTE = ("NOTE: the CLIP here is tiny and randomly initialised and the data are procedural shapes, so these "
         "accuracies only show that the machinery works; they are not the paper's numbers.")

@@ -18,23 +18,23 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from datasets import ModelNet40Align, ModelNet40Ply
-from models import DPA
-from render.pictures import depth_picture
-from utils.checkpoint import FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint, read_state_dict
-from utils.prompts import encode_prompts
-from utils.clip_loader import load_clip
-from utils import distributed
-from utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
+from clip2point.datasets import ModelNet40Align, ModelNet40Ply
+from clip2point.models import DPA
+from clip2point.render.pictures import depth_picture
+from clip2point.utils.checkpoint import FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint, read_state_dict
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils import distributed
+from clip2point.utils.cli import (ArgumentParser, UsageError, add_common_arguments, add_view_arguments, amp_dtype,
                        check_num_points, check_output_file, get_device, loader_workers, require_positive, run)
-from utils.amp import grad_scaler, optimizer_step
-from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
+from clip2point.utils.amp import grad_scaler, optimizer_step
+from clip2point.utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
-from utils.encode_once import EncodeOnce
-from utils.evaluation import metrics, predict_all, print_report, write_predictions
-from utils.resume import recorded_flags, resume, save_last
-from utils.seeding import reseed_per_rank, seed_everything
-from utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
+from clip2point.utils.encode_once import EncodeOnce
+from clip2point.utils.evaluation import metrics, predict_all, print_report, write_predictions
+from clip2point.utils.resume import recorded_flags, resume, save_last
+from clip2point.utils.seeding import reseed_per_rank, seed_everything
+from clip2point.utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
                             start_run, stop_if_diverged)
 
 

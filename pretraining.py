@@ -16,23 +16,23 @@ import torch
 import torch_optimizer
 from tqdm import tqdm
 
-from datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
-from models import CLIP2Point
-from render.pictures import depth_picture
-from utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict
-from utils.prompts import encode_prompts
-from utils.backbone import input_settings
-from utils.clip_loader import load_clip
-from utils import distributed
-from utils.amp import grad_scaler, optimizer_step
-from utils.cli_options import add_cache_arguments, cache_dir_from_args
-from utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
+from clip2point.datasets import ModelNet40Align, ShapeNet55, ShapeNetRender
+from clip2point.models import CLIP2Point
+from clip2point.render.pictures import depth_picture
+from clip2point.utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.backbone import input_settings
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils import distributed
+from clip2point.utils.amp import grad_scaler, optimizer_step
+from clip2point.utils.cli_options import add_cache_arguments, cache_dir_from_args
+from clip2point.utils.cli import (ArgumentParser, add_common_arguments, add_view_arguments, amp_dtype, check_batches,
                        check_num_points, get_device, loader_workers, require_positive, run)
-from utils.errors import UsageError
-from utils.evaluation import zeroshot_accuracy
-from utils.resume import recorded_flags, resume, save_last
-from utils.seeding import reseed_per_rank, seed_everything
-from utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
+from clip2point.utils.errors import UsageError
+from clip2point.utils.evaluation import zeroshot_accuracy
+from clip2point.utils.resume import recorded_flags, resume, save_last
+from clip2point.utils.seeding import reseed_per_rank, seed_everything
+from clip2point.utils.training import (check_training_args, end_of_epoch, finish_run, nonfinite_step, open_logs, save_best,
                             start_run, stop_if_diverged)
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from datasets.readers import MAX_POINTS, SUFFIXES, load_cloud
-from render import build_projection, projection_views
-from render.pictures import depth_grid
-from utils.cli import ArgumentParser, run
-from utils.errors import UsageError
-from utils.outputs import atomic_write
+from clip2point.datasets.readers import MAX_POINTS, SUFFIXES, load_cloud
+from clip2point.render import build_projection, projection_views
+from clip2point.render.pictures import depth_grid
+from clip2point.utils.cli import ArgumentParser, run
+from clip2point.utils.errors import UsageError
+from clip2point.utils.outputs import atomic_write
 
 MAX_IMAGE_SIZE = 4096  # pixels per side of one depth map
 # classify.py's --up -> the renderer's rot (models.classifier.UP_AXES; not imported, as the model

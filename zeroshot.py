@@ -17,24 +17,24 @@ from typing import Callable, Dict, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ObjaverseLVIS, ScanObjectNN
-from datasets.objaverse import sample_batch
-from models.views import view_features
-from render import build_projection, projection_views
-from utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
-from utils.prompts import encode_prompts
-from utils.backbone import input_settings
-from utils.clip_loader import load_clip
-from utils.scoring import zeroshot_logits
-from utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_num_points, check_output_file, get_device,
+from clip2point.datasets import ModelNet10, ModelNet40Align, ModelNet40Ply, ObjaverseLVIS, ScanObjectNN
+from clip2point.datasets.objaverse import sample_batch
+from clip2point.models.views import view_features
+from clip2point.render import build_projection, projection_views
+from clip2point.utils.checkpoint import PRETRAIN_KIND, load_state_dict_strict, read_state_dict
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.backbone import input_settings
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.scoring import zeroshot_logits
+from clip2point.utils.cli import (ArgumentParser, add_common_arguments, amp_dtype, check_num_points, check_output_file, get_device,
                        loader_workers, require_positive, run)
-from utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
+from clip2point.utils.cli_options import (add_cache_arguments, add_encoder_arguments, cache_dir_from_args, check_encoder_flags,
                                encoder_speed_up)
-from utils.errors import UsageError
-from utils.evaluation import collect_features, metrics, predict, print_report, write_predictions
-from utils.scoring import view_similarities
-from utils.seeding import seed_everything
-from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
+from clip2point.utils.errors import UsageError
+from clip2point.utils.evaluation import collect_features, metrics, predict, print_report, write_predictions
+from clip2point.utils.scoring import view_similarities
+from clip2point.utils.seeding import seed_everything
+from clip2point.utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model, vit_b32_clip  # noqa: E402
-from models.fast_encoder import fast_encoder  # noqa: E402
-from models.views import CPU_CHUNK, encode_images  # noqa: E402
-from render import build_projection  # noqa: E402
+from clip2point.models.fast_encoder import fast_encoder  # noqa: E402
+from clip2point.models.views import CPU_CHUNK, encode_images  # noqa: E402
+from clip2point.render import build_projection  # noqa: E402
 
 
 @torch.no_grad()

@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model, sync, vit_b32_clip  # noqa: E402
-from models import DPA  # noqa: E402
-from utils.clip_loader import load_clip  # noqa: E402
-from utils.tiny_clip import write_tiny_clip  # noqa: E402
-from utils.encode_once import EncodeOnce  # noqa: E402
-from utils.evaluation import predict  # noqa: E402
+from clip2point.models import DPA  # noqa: E402
+from clip2point.utils.clip_loader import load_clip  # noqa: E402
+from clip2point.utils.tiny_clip import write_tiny_clip  # noqa: E402
+from clip2point.utils.encode_once import EncodeOnce  # noqa: E402
+from clip2point.utils.evaluation import predict  # noqa: E402
 
 PAPER_TRAIN, PAPER_TEST = 640, 2468
 

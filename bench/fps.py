@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model, sync  # noqa: E402
-from datasets.fps import blocked_farthest_point_sample, reference_farthest_point_sample  # noqa: E402
-from utils.threads import intra_op_threads, worker_init_fn  # noqa: E402
+from clip2point.datasets.fps import blocked_farthest_point_sample, reference_farthest_point_sample  # noqa: E402
+from clip2point.utils.threads import intra_op_threads, worker_init_fn  # noqa: E402
 
 TARGET_S = 0.3  # 100k points -> 1024 on one core
 

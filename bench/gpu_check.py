@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench import fewshot_epoch, pretrain_step, render, zeroshot  # noqa: E402
 from bench.common import cpu_model, sync, vit_b32_clip  # noqa: E402
-from datasets import ModelNet40Ply, ShapeNetRender  # noqa: E402
-from datasets.fps import farthest_point_sample  # noqa: E402
-from datasets.synthetic import generate  # noqa: E402
-from models import DPA  # noqa: E402
-from render import Renderer  # noqa: E402
-from utils.clip_loader import load_clip  # noqa: E402
-from utils.encode_once import EncodeOnce  # noqa: E402
-from utils.tiny_clip import write_tiny_clip  # noqa: E402
+from clip2point.datasets import ModelNet40Ply, ShapeNetRender  # noqa: E402
+from clip2point.datasets.fps import farthest_point_sample  # noqa: E402
+from clip2point.datasets.synthetic import generate  # noqa: E402
+from clip2point.models import DPA  # noqa: E402
+from clip2point.render import Renderer  # noqa: E402
+from clip2point.utils.clip_loader import load_clip  # noqa: E402
+from clip2point.utils.encode_once import EncodeOnce  # noqa: E402
+from clip2point.utils.tiny_clip import write_tiny_clip  # noqa: E402
 
 MODELNET40_TEST = 2468
 FULL = dict(render_batch=32, render_repeats=5, points=1024, fps_points=100_000, zeroshot_objects=MODELNET40_TEST,

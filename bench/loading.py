@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import cpu_model  # noqa: E402
-from datasets import ModelNet40Align  # noqa: E402
-from datasets.classnames import MODELNET40_CLASSES  # noqa: E402
-from datasets.mesh import read_off, sample_surface  # noqa: E402
-from datasets.mesh_cache import MeshCache  # noqa: E402
+from clip2point.datasets import ModelNet40Align  # noqa: E402
+from clip2point.datasets.classnames import MODELNET40_CLASSES  # noqa: E402
+from clip2point.datasets.mesh import read_off, sample_surface  # noqa: E402
+from clip2point.datasets.mesh_cache import MeshCache  # noqa: E402
 
 
 def write_mesh(path: str, subdivisions: int, seed: int) -> int:

@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import sync, vit_b32_clip  # noqa: E402
-from datasets import ShapeNetRender  # noqa: E402
-from datasets.synthetic import generate  # noqa: E402
-from models import CLIP2Point  # noqa: E402
-from utils.cli import amp_dtype  # noqa: E402
-from utils.amp import grad_scaler, optimizer_step  # noqa: E402
+from clip2point.datasets import ShapeNetRender  # noqa: E402
+from clip2point.datasets.synthetic import generate  # noqa: E402
+from clip2point.models import CLIP2Point  # noqa: E402
+from clip2point.utils.cli import amp_dtype  # noqa: E402
+from clip2point.utils.amp import grad_scaler, optimizer_step  # noqa: E402
 
 
 def measure(batch, device: torch.device, amp: str, steps: int, clip_model=None) -> dict:

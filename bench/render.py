@@ -15,7 +15,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from render import RealisticProjection, Renderer, Selector  # noqa: E402
+from clip2point.render import RealisticProjection, Renderer, Selector  # noqa: E402
 
 
 def views_per_second(renderer: Renderer, points: torch.Tensor, views: int, repeats: int) -> float:

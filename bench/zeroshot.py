@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader, Subset
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import sync, vit_b32_clip  # noqa: E402
-from datasets import ModelNet40Ply  # noqa: E402
-from datasets.synthetic import generate  # noqa: E402
-from models.views import encode_views  # noqa: E402
-from render import build_projection  # noqa: E402
-from utils.prompts import encode_prompts  # noqa: E402
-from utils.scoring import zeroshot_logits  # noqa: E402
-from utils.cli import amp_dtype  # noqa: E402
+from clip2point.datasets import ModelNet40Ply  # noqa: E402
+from clip2point.datasets.synthetic import generate  # noqa: E402
+from clip2point.models.views import encode_views  # noqa: E402
+from clip2point.render import build_projection  # noqa: E402
+from clip2point.utils.prompts import encode_prompts  # noqa: E402
+from clip2point.utils.scoring import zeroshot_logits  # noqa: E402
+from clip2point.utils.cli import amp_dtype  # noqa: E402
 
 
 @torch.no_grad()

@@ -16,13 +16,13 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from datasets.common import LAYOUTS, DataError, DatasetNotFound, PathLike, normalize
-from datasets.mesh import read_off
-from datasets.modelnet import (ModelNet10, ModelNet40Align, ModelNet40Ply, ModelNetMeshes, ModelNetPly,
+from clip2point.datasets.common import LAYOUTS, DataError, DatasetNotFound, PathLike, normalize
+from clip2point.datasets.mesh import read_off
+from clip2point.datasets.modelnet import (ModelNet10, ModelNet40Align, ModelNet40Ply, ModelNetMeshes, ModelNetPly,
                                read_ply_points)
-from datasets.objaverse import FOLDER as LVIS_FOLDER, ObjaverseLVIS
-from datasets.scanobjectnn import VARIANTS, ScanObjectNN, h5_path
-from datasets.shapenet import ShapeNet55
+from clip2point.datasets.objaverse import FOLDER as LVIS_FOLDER, ObjaverseLVIS
+from clip2point.datasets.scanobjectnn import VARIANTS, ScanObjectNN, h5_path
+from clip2point.datasets.shapenet import ShapeNet55
 
 
 class Report:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.errors import DataError, UserError
+from clip2point.utils.errors import DataError, UserError
 
 PathLike = Union[str, Path]
 

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from utils.threads import per_object_work
+from clip2point.utils.threads import per_object_work
 
 # pointnet2_ops never selects a point whose squared norm is at most this (after a cloud is
 # centred and scaled: the points within about 0.032 of the centroid)

@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from datasets.common import DataError, PathLike
+from clip2point.datasets.common import DataError, PathLike
 
 # ModelNet writes some headers as "OFF490 518 0": the counts glued to the keyword.
 _GLUED_HEADER = re.compile(r"\A(\s*C?OFF)[ \t]*(?=[^\s])")

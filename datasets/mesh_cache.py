@@ -27,8 +27,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from datasets.common import PathLike
-from datasets.mesh import cumulative_areas, read_off
+from clip2point.datasets.common import PathLike
+from clip2point.datasets.mesh import cumulative_areas, read_off
 
 MAGIC = b"C2PMESH1"
 _ALIGN = 64

@@ -6,11 +6,11 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES,
+from clip2point.datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES,
                                  MODELNET40_PROMPTS)
-from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
-from datasets.mesh import read_off, sample_surface
-from datasets.mesh_cache import MeshCache
+from clip2point.datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
+from clip2point.datasets.mesh import read_off, sample_surface
+from clip2point.datasets.mesh_cache import MeshCache
 
 
 class ModelNetMeshes(PointDataset):

@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, normalize
-from datasets.fps import farthest_point_sample
+from clip2point.datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, normalize
+from clip2point.datasets.fps import farthest_point_sample
 
 FOLDER = "Objaverse-LVIS"
 SPLIT = Path("meta_data") / "split" / "lvis.json"

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.common import DataError, DatasetNotFound, PathLike
-from datasets.modelnet import ModelNet10, ModelNet40Align, write_ply_points
-from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV, read_list
-from utils.outputs import OutputError, atomic_write
+from clip2point.datasets.common import DataError, DatasetNotFound, PathLike
+from clip2point.datasets.modelnet import ModelNet10, ModelNet40Align, write_ply_points
+from clip2point.datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV, read_list
+from clip2point.utils.outputs import OutputError, atomic_write
 
 EXPORTABLE = {"ModelNet40_Align": (ModelNet40Align, "ModelNet40_Ply"),
               "ModelNet10": (ModelNet10, "ModelNet10_Ply")}

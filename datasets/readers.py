@@ -27,9 +27,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from datasets.common import DataError, PathLike, normalize
-from datasets.fps import farthest_point_sample
-from datasets.mesh import read_off, sample_surface
+from clip2point.datasets.common import DataError, PathLike, normalize
+from clip2point.datasets.fps import farthest_point_sample
+from clip2point.datasets.mesh import read_off, sample_surface
 
 MESH_SUFFIXES = (".off", ".obj", ".stl", ".gltf", ".glb")
 POINT_SUFFIXES = (".ply", ".npy", ".npz", ".xyz", ".txt", ".pts", ".csv", ".pcd", ".las", ".laz")

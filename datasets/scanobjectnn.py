@@ -5,9 +5,9 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from datasets.classnames import SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS
-from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, normalize
-from datasets.fps import farthest_point_sample
+from clip2point.datasets.classnames import SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS
+from clip2point.datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, normalize
+from clip2point.datasets.fps import farthest_point_sample
 
 # variant -> (folder, file name pattern); {split} is "training" or "test"
 VARIANTS = {

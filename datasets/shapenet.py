@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.classnames import SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS
-from datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
-from render.renderer import CLIP_MEAN, CLIP_STD
-from render.selector import view_angles
+from clip2point.datasets.classnames import SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS
+from clip2point.datasets.common import DataError, DatasetNotFound, PathLike, PointDataset, item_rng, normalize
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD
+from clip2point.render.selector import view_angles
 
 # The 10 views (docs/method.md#views, the renderer's view set); view k is also the RGB image k.png.
 VIEWS_10_AZIM, VIEWS_10_ELEV, VIEWS_10_DIST = view_angles(10)

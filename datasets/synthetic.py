@@ -24,14 +24,14 @@ import torch
 import trimesh
 from PIL import Image
 
-from datasets.classnames import (MODELNET10_CLASSES, MODELNET40_CLASSES, SCANOBJECTNN_CLASSES,
+from clip2point.datasets.classnames import (MODELNET10_CLASSES, MODELNET40_CLASSES, SCANOBJECTNN_CLASSES,
                                  SHAPENET55_EXCLUDED, SHAPENET55_PROMPTS, SHAPENET55_SYNSETS)
-from datasets.common import PathLike, normalize
-from datasets.prepare import export_ply
-from datasets.scanobjectnn import VARIANTS
-from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
-from render import Renderer
-from render.renderer import CLIP_MEAN, CLIP_STD
+from clip2point.datasets.common import PathLike, normalize
+from clip2point.datasets.prepare import export_ply
+from clip2point.datasets.scanobjectnn import VARIANTS
+from clip2point.datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
+from clip2point.render import Renderer
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD
 
 VERSION = 3  # 2: ModelNet*_Ply exported with the stratified mesh sampler; 3: Objaverse-LVIS
 MARKER = ".synthetic_complete.json"

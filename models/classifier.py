@@ -14,14 +14,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.dpa import DPA
-from models.views import encode_views
-from render import DepthProjection, build_projection, projection_views
-from utils.backbone import input_settings
-from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
+from clip2point.models.dpa import DPA
+from clip2point.models.views import encode_views
+from clip2point.render import DepthProjection, build_projection, projection_views
+from clip2point.utils.backbone import input_settings
+from clip2point.utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, load_state_dict_strict, read_checkpoint,
                               read_state_dict)
-from utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
-from utils.scoring import sum_views, view_similarities
+from clip2point.utils.prompts import PROMPT_TEMPLATE, encode_prompt_ensembles, encode_prompts
+from clip2point.utils.scoring import sum_views, view_similarities
 
 if TYPE_CHECKING:  # clip imports torchvision (seconds)
     from clip.model import CLIP

@@ -5,13 +5,13 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from models.common import frozen_copy, image_tower
-from models.ntxent import nt_xent
-from models.views import view_features
-from render import Renderer, Selector, depth_views
-from utils import distributed
-from utils.amp import autocast_encode
-from utils.backbone import input_settings
+from clip2point.models.common import frozen_copy, image_tower
+from clip2point.models.ntxent import nt_xent
+from clip2point.models.views import view_features
+from clip2point.render import Renderer, Selector, depth_views
+from clip2point.utils import distributed
+from clip2point.utils.amp import autocast_encode
+from clip2point.utils.backbone import input_settings
 
 TEMPERATURE = 0.07
 NTXENT_SCOPES = ("global", "local")

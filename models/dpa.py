@@ -5,11 +5,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.adapter import SimplifiedAdapter
-from models.common import frozen_copy, image_tower
-from models.views import encode_images
-from render import Renderer, Selector, depth_views
-from utils.backbone import input_settings
+from clip2point.models.adapter import SimplifiedAdapter
+from clip2point.models.common import frozen_copy, image_tower
+from clip2point.models.views import encode_images
+from clip2point.render import Renderer, Selector, depth_views
+from clip2point.utils.backbone import input_settings
 
 
 class DPA(nn.Module):

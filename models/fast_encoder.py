@@ -8,8 +8,8 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from models.views import CPU_CHUNK
-from utils.backbone import tower_backbone
+from clip2point.models.views import CPU_CHUNK
+from clip2point.utils.backbone import tower_backbone
 
 QUANTIZE = ("off", "int8")
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.amp import autocast_encode
+from clip2point.utils.amp import autocast_encode
 
 
 # Images per encoder forward on CPU: one forward of 192 ViT-B/32 inputs ran 12-17% slower per

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from render.renderer import CLIP_MEAN, CLIP_STD, to_display
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD, to_display
 
 
 def depth_grid(images: torch.Tensor, ncol: Optional[int] = None, gap: int = 2,

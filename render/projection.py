@@ -6,9 +6,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from render.realistic import RealisticProjection
-from render.renderer import CLIP_MEAN, CLIP_STD, Renderer, turn_z_up
-from render.selector import VIEW_SETS, Selector
+from clip2point.render.realistic import RealisticProjection
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD, Renderer, turn_z_up
+from clip2point.render.selector import VIEW_SETS, Selector
 
 PROJECTIONS = ("depth", "realistic")
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from render.renderer import turn_z_up
+from clip2point.render.renderer import turn_z_up
 
 # (a, b, c) of the view rotations Rx(a) @ Ry(b) @ Rz(c): eight views around the object, then two
 # from the ends of the remaining axis.

@@ -6,8 +6,8 @@ import torch
 import torch.utils.data._utils
 
 from tests import data_fixtures
-from utils.clip_loader import load_clip
-from utils.tiny_clip import write_tiny_clip
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.tiny_clip import write_tiny_clip
 
 
 # A DataLoader iterator left in the traceback of a worker error (the in-process fault tests raise

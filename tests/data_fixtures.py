@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from datasets.synthetic import generate
+from clip2point.datasets.synthetic import generate
 
 SEED = 0
 IMAGE_SIZE = 64  # small renderings keep generation fast; loaders resize them to 224

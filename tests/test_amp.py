@@ -6,9 +6,9 @@ import torch
 import fewshot
 import pretraining
 import zeroshot
-from models import DPA
-from utils.cli import UsageError, amp_dtype
-from utils.amp import autocast_encode, grad_scaler, optimizer_step
+from clip2point.models import DPA
+from clip2point.utils.cli import UsageError, amp_dtype
+from clip2point.utils.amp import autocast_encode, grad_scaler, optimizer_step
 
 PARSERS = {"pretraining": (pretraining, ["--exp_name", "x"]), "fewshot": (fewshot, []), "zeroshot": (zeroshot, [])}
 

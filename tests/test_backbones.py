@@ -17,17 +17,17 @@ import classify
 import fewshot
 import pretraining
 import zeroshot
-from models import CLIP2Point, DPA
-from models.classifier import PointCloudClassifier
-from models.views import encode_images
-from render import RealisticProjection, Renderer, Selector
+from clip2point.models import CLIP2Point, DPA
+from clip2point.models.classifier import PointCloudClassifier
+from clip2point.models.views import encode_images
+from clip2point.render import RealisticProjection, Renderer, Selector
 from tests.data_fixtures import synthetic_root
-from utils.backbone import OPENAI_NAMES, PUBLISHED, RECORD_KEY, tower_backbone
-from utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict, save_checkpoint
-from utils.clip_loader import load_clip
-from utils.errors import CheckpointError, ClipLoadError, ClipWeightsMissing, UsageError
-from utils.prompts import encode_prompts
-from utils.tiny_clip import TINY_OPEN_CLIP, write_tiny_clip_resnet, write_tiny_open_clip
+from clip2point.utils.backbone import OPENAI_NAMES, PUBLISHED, RECORD_KEY, tower_backbone
+from clip2point.utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict, save_checkpoint
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.errors import CheckpointError, ClipLoadError, ClipWeightsMissing, UsageError
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.tiny_clip import TINY_OPEN_CLIP, write_tiny_clip_resnet, write_tiny_open_clip
 
 
 def parse(module, *argv, workers=True):

@@ -12,9 +12,9 @@ import torch
 import benchmark
 import fewshot
 import zeroshot
-from utils.cli import run
-from utils.clip_loader import load_clip
-from utils.evaluation import metrics
+from clip2point.utils.cli import run
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.evaluation import metrics
 
 TEST_PLY = 10  # fixed ModelNet40 test objects the few-shot cells are tested on (fewer than the 80 there are)
 

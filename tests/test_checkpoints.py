@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import CLIP2Point, DPA
+from clip2point.models import CLIP2Point, DPA
 from tests.helpers import cloud
-from utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
+from clip2point.utils.checkpoint import (FEWSHOT_KIND, PRETRAIN_KIND, CheckpointError, load_state_dict_strict,
                               read_state_dict, save_checkpoint)
 
 

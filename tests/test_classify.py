@@ -13,16 +13,16 @@ import trimesh
 
 import classify
 import zeroshot
-from datasets import ModelNet40Ply, normalize
-from datasets.common import DataError
-from datasets.modelnet import read_ply_points, write_ply_points
-from datasets.readers import find_cloud_files, load_cloud, read_any, write_pcd
-from models import DPA
-from models.classifier import PointCloudClassifier
-from models.views import view_features
+from clip2point.datasets import ModelNet40Ply, normalize
+from clip2point.datasets.common import DataError
+from clip2point.datasets.modelnet import read_ply_points, write_ply_points
+from clip2point.datasets.readers import find_cloud_files, load_cloud, read_any, write_pcd
+from clip2point.models import DPA
+from clip2point.models.classifier import PointCloudClassifier
+from clip2point.models.views import view_features
 from tests import helpers
-from utils.scoring import zeroshot_logits
-from utils.checkpoint import save_checkpoint
+from clip2point.utils.scoring import zeroshot_logits
+from clip2point.utils.checkpoint import save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_CLASSES = "xbox,wardrobe"  # close for the tiny CLIP: the top class changes from cloud to cloud
@@ -159,7 +159,7 @@ def test_classifier_scores_are_the_zeroshot_scores(tiny_clip, ply_dir):
     out = classifier(points, return_images=True)
     assert out.probs.shape == (3, 40) and out.view_similarities.shape == (3, 6, 40)
     assert out.images.shape == (3, 6, 3, 224, 224)
-    from utils.prompts import encode_prompts
+    from clip2point.utils.prompts import encode_prompts
     text = encode_prompts(tiny_clip, dataset.prompts)
     feats = view_features(classifier.projection, tiny_clip.visual, points, rot=True)
     expected = (tiny_clip.logit_scale.exp() * zeroshot_logits(feats, text, 6) / 6).softmax(-1)
@@ -209,7 +209,7 @@ def test_fewshot_classifier_uses_the_dpa_features(tmp_path, tiny_clip, cloud):
     classifier = PointCloudClassifier(tiny_clip, ["xbox", "wardrobe", "chair"], views=10, fewshot_ckpt=ckpt)
     points = torch.from_numpy(normalize(cloud[1]))[None]
     out = classifier(points)
-    from utils.prompts import encode_prompts
+    from clip2point.utils.prompts import encode_prompts
     dpa.eval()
     with torch.no_grad():
         expected = (tiny_clip.logit_scale.exp() * dpa(points) @ encode_prompts(tiny_clip, ["xbox", "wardrobe", "chair"]).t())
@@ -306,7 +306,7 @@ def test_small_clouds_are_used_as_they_are_and_flagged(tmp_path, tiny_clip_path,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_classifier_on_cuda_matches_cpu(tiny_clip_path, cloud):
-    from utils.clip_loader import load_clip
+    from clip2point.utils.clip_loader import load_clip
     points = normalize(cloud[1])
     cpu = PointCloudClassifier(load_clip(tiny_clip_path, "cpu"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
     gpu = PointCloudClassifier(load_clip(tiny_clip_path, "cuda"), ["xbox", "wardrobe"], view_weights=[1, 1, 1, 1, 2, 2])
@@ -333,7 +333,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, cloud, argv, message, capsy
     (tmp_path / "prompts.json").write_text(json.dumps({"a": ["a photo"]}))
     argv = [str(tmp_path / "prompts.json") if a == "PROMPTS" else a for a in argv]
     with pytest.raises(SystemExit) as exit_info:
-        from utils.cli import run
+        from clip2point.utils.cli import run
         run(classify.main, parse(tmp_path / "c.npy", *argv))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -343,7 +343,7 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, cloud, argv, message, capsy
 def test_no_valid_input_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "bad.xyz").write_text("1 2\n")
     with pytest.raises(SystemExit) as exit_info:
-        from utils.cli import run
+        from clip2point.utils.cli import run
         run(classify.main, parse(tmp_path / "bad.xyz", tmp_path / "gone.ply", "--classes", "a,b"))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -355,7 +355,7 @@ def test_no_valid_input_is_a_usage_error(tmp_path, capsys):
 def test_main_returns_the_unread_inputs_and_the_wrapper_exits_1(tmp_path, tiny_clip_path, cloud, capsys):
     """classify.main never exits itself: it returns the results and the inputs it could not read;
     `exit_code` (what the command line passes to utils.cli.run) makes that exit code 1."""
-    from utils.cli import run
+    from clip2point.utils.cli import run
     np.save(tmp_path / "c.npy", cloud[1])
     (tmp_path / "bad.xyz").write_text("1 2\n")
     argv = (tmp_path / "c.npy", tmp_path / "bad.xyz", "--classes", TWO_CLASSES, "--clip", tiny_clip_path)

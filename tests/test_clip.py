@@ -12,12 +12,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import utils.clip_loader as clip_loader
-from utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, parameters_on_meta
-from utils.openai_clip import _urls_from_source, model_urls
-from utils.prompts import encode_prompts
-from utils.scoring import zeroshot_logits
-from utils.tiny_clip import write_tiny_clip
+import clip2point.utils.clip_loader as clip_loader
+from clip2point.utils.clip_loader import ClipLoadError, ClipWeightsMissing, load_clip, parameters_on_meta
+from clip2point.utils.openai_clip import _urls_from_source, model_urls
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.scoring import zeroshot_logits
+from clip2point.utils.tiny_clip import write_tiny_clip
 
 
 def test_tiny_clip_is_a_plain_state_dict_and_deterministic(tmp_path, tiny_clip_path):
@@ -227,7 +227,7 @@ def test_view_weights_weight_each_views_similarity():
 
 
 def test_prompt_ensemble_of_one_sentence_equals_the_template(tiny_clip):
-    from utils.prompts import encode_prompt_ensembles
+    from clip2point.utils.prompts import encode_prompt_ensembles
     names = ["chair", "flower pot"]
     ensembles = {"chair": ["image of a chair"], "flower pot": ["image of a flower pot"]}
     assert torch.allclose(encode_prompt_ensembles(tiny_clip, names, ensembles), encode_prompts(tiny_clip, names),

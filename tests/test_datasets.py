@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-import datasets
-from datasets import (DataError, DatasetNotFound, ModelNet10, ModelNet40Align, ModelNet40Ply,
+from clip2point import datasets
+from clip2point.datasets import (DataError, DatasetNotFound, ModelNet10, ModelNet40Align, ModelNet40Ply,
                       ScanObjectNN, ShapeNet55, ShapeNetRender)
-from datasets.classnames import MODELNET40_CLASSES, SHAPENET55_EXCLUDED
-from datasets.common import normalize
-from datasets.fps import farthest_point_sample
-from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_ELEV, load_image, read_list
-from datasets.synthetic import (EXCLUDED_EXAMPLE, MODELNET_TEST, MODELNET_TRAIN, SCAN_TEST, SCAN_TRAIN,
+from clip2point.datasets.classnames import MODELNET40_CLASSES, SHAPENET55_EXCLUDED
+from clip2point.datasets.common import normalize
+from clip2point.datasets.fps import farthest_point_sample
+from clip2point.datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_ELEV, load_image, read_list
+from clip2point.datasets.synthetic import (EXCLUDED_EXAMPLE, MODELNET_TEST, MODELNET_TRAIN, SCAN_TEST, SCAN_TRAIN,
                                 SHAPENET_TEST, SHAPENET_TRAIN)
-from render.renderer import CLIP_MEAN, CLIP_STD
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD
 
 
 @pytest.fixture(scope="module")

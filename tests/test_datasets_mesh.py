@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.common import DataError
-from datasets.fps import farthest_point_sample, scan_order
-from datasets.mesh import cumulative_areas, read_off, sample_surface
-from datasets.modelnet import read_ply_points, write_ply_points
+from clip2point.datasets.common import DataError
+from clip2point.datasets.fps import farthest_point_sample, scan_order
+from clip2point.datasets.mesh import cumulative_areas, read_off, sample_surface
+from clip2point.datasets.modelnet import read_ply_points, write_ply_points
 
 # the 4 corners of a unit square
 SQUARE = "0 0 0\n1 0 0\n1 1 0\n0 1 0\n"

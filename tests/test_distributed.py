@@ -17,17 +17,17 @@ import torch_optimizer
 from lightly.loss import NTXentLoss  # the reference of models/ntxent.py
 from torch.utils.data import default_collate
 
-from datasets import ShapeNetRender
-from models import CLIP2Point, DPA
-from models.adapter import SimplifiedAdapter
-from models.ntxent import nt_xent
+from clip2point.datasets import ShapeNetRender
+from clip2point.models import CLIP2Point, DPA
+from clip2point.models.adapter import SimplifiedAdapter
+from clip2point.models.ntxent import nt_xent
 from tests.helpers import small_data_root
-from render import Renderer
-from utils import distributed
-from utils.clip_loader import load_clip
-from utils.cli import UsageError
-from utils.evaluation import predict_all
-from utils.resume import read_resume, resume
+from clip2point.render import Renderer
+from clip2point.utils import distributed
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.cli import UsageError
+from clip2point.utils.evaluation import predict_all
+from clip2point.utils.resume import read_resume, resume
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

@@ -3,10 +3,10 @@ with the same features, predictions and random stream as encoding them every tim
 import torch
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
-from datasets import ModelNet40Ply
-from models import DPA
-from utils.encode_once import EncodeOnce
-from utils.evaluation import predict
+from clip2point.datasets import ModelNet40Ply
+from clip2point.models import DPA
+from clip2point.utils.encode_once import EncodeOnce
+from clip2point.utils.evaluation import predict
 
 
 def test_second_pass_reuses_the_first_without_encoding_or_loading():

@@ -5,11 +5,11 @@ import pickle
 import pytest
 from torch.utils.data import DataLoader, Dataset
 
-from datasets.common import DataError, DatasetNotFound
-from utils.checkpoint import CheckpointError
-from utils.cli import UsageError
-from utils.clip_loader import ClipLoadError, ClipWeightsMissing
-from utils.errors import UserError
+from clip2point.datasets.common import DataError, DatasetNotFound
+from clip2point.utils.checkpoint import CheckpointError
+from clip2point.utils.cli import UsageError
+from clip2point.utils.clip_loader import ClipLoadError, ClipWeightsMissing
+from clip2point.utils.errors import UserError
 
 
 class Failing(Dataset):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.evaluation import accuracy, per_class_accuracy, predict, print_report, report, write_predictions
+from clip2point.utils.evaluation import accuracy, per_class_accuracy, predict, print_report, report, write_predictions
 
 # 4 classes; "d" has no test object. a: 2 of 3 right, b: 1 of 2, c: 0 of 1.
 CLASSES = ["a", "b", "c", "d"]

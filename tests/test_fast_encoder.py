@@ -4,14 +4,14 @@ import torch
 import torch.nn as nn
 
 import fewshot
-import models.fast_encoder as fast
-from models import DPA
-from models.classifier import PointCloudClassifier
-from models.fast_encoder import CompiledEncoder, check_speed_ups, fast_encoder, quantize_int8
-from models.views import encode_views
-from render import build_projection
+import clip2point.models.fast_encoder as fast
+from clip2point.models import DPA
+from clip2point.models.classifier import PointCloudClassifier
+from clip2point.models.fast_encoder import CompiledEncoder, check_speed_ups, fast_encoder, quantize_int8
+from clip2point.models.views import encode_views
+from clip2point.render import build_projection
 from tests.helpers import parse
-from utils.cli import run
+from clip2point.utils.cli import run
 
 
 def depth_maps(views=6, batch=2, seed=0):

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import ShapeNet55
-from models import CLIP2Point
-from utils.cli import run
-from utils.clip_loader import load_clip
-from utils.checkpoint import save_checkpoint
+from clip2point.datasets import ShapeNet55
+from clip2point.models import CLIP2Point
+from clip2point.utils.cli import run
+from clip2point.utils.clip_loader import load_clip
+from clip2point.utils.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_PLY = 4  # ModelNet40_Ply objects kept in the small data root (fast evaluation)
@@ -107,7 +107,8 @@ def denied_paths(deny: str = None):
 def run_main(script: str, *args, workers: int = 0, env: dict = None, deny: str = None) -> subprocess.CompletedProcess:
     """`python script args` run in this process: the script's parser, then `utils.cli.run` of its
     `main` (with its `exit_code`, if any) -> the exit code and what it printed."""
-    module = importlib.import_module(script[:-3].replace("/", "."))
+    name = script[:-3].replace("/", ".")
+    module = importlib.import_module(("clip2point." if "." in name else "") + name)
     argv = command(script, *args, workers=workers)[2:]
     out, err, code = io.StringIO(), io.StringIO(), 0
     handler = signal.getsignal(signal.SIGINT)

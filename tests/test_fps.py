@@ -5,9 +5,9 @@ import itertools
 import pytest
 import torch
 
-from datasets.fps import BLOCK, MIN_SQUARED_NORM, farthest_point_sample
-from datasets.fps import reference_farthest_point_sample as plain_reference
-from utils.threads import per_object_work
+from clip2point.datasets.fps import BLOCK, MIN_SQUARED_NORM, farthest_point_sample
+from clip2point.datasets.fps import reference_farthest_point_sample as plain_reference
+from clip2point.utils.threads import per_object_work
 
 
 def reference_farthest_point_sample(points: torch.Tensor, k: int) -> torch.Tensor:

@@ -3,7 +3,9 @@ import higher ones.
 
 Layers, bottom up: `render`; `datasets` (loaders may use the renderer's constants and view sets)
 and `utils`; `models`; then the tools (`datasets.prepare`, `datasets.check`, `datasets.synthetic`,
-`utils.cli`, `utils.cli_options`), the entry scripts at the top of the repository, `bench/` and `tests/`.
+`utils.cli`, `utils.cli_options`), the package's API (`clip2point`), the entry scripts at the top of
+the repository, `bench/` and `tests/`. The four packages are imported as subpackages of `clip2point`
+(`clip2point.datasets.readers`); the graph names them without the prefix.
 """
 import ast
 import subprocess
@@ -12,7 +14,8 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("datasets", "render", "models", "utils", "bench", "tests")
+PACKAGES = ("clip2point", "datasets", "render", "models", "utils", "bench", "tests")
+SUBPACKAGES = ("datasets", "render", "models", "utils")
 ENTRY_SCRIPTS = tuple(sorted(p.stem for p in REPO.glob("*.py")))
 TOOLS = ("datasets.prepare", "datasets.check", "datasets.synthetic", "utils.cli", "utils.cli_options")
 
@@ -27,6 +30,12 @@ def module_files() -> Dict[str, Path]:
     return files
 
 
+def unprefixed(name: str) -> str:
+    """`clip2point.datasets.readers` -> `datasets.readers`; other names as they are."""
+    parts = name.split(".")
+    return ".".join(parts[1:]) if parts[0] == "clip2point" and parts[1:2] and parts[1] in SUBPACKAGES else name
+
+
 def imports(path: Path, modules: Set[str]) -> List[Tuple[str, bool, int]]:
     """(imported project module, inside a function?, line) for every import statement of a file."""
     found = []
@@ -36,11 +45,12 @@ def imports(path: Path, modules: Set[str]) -> List[Tuple[str, bool, int]]:
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             names = []
             if isinstance(child, ast.Import):
-                names = [alias.name for alias in child.names]
+                names = [unprefixed(alias.name) for alias in child.names]
             elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
                 # `from package import submodule` imports the submodule; `from module import name` the module
-                names = [f"{child.module}.{alias.name}" if f"{child.module}.{alias.name}" in modules
-                         else child.module for alias in child.names]
+                names = [unprefixed(f"{child.module}.{alias.name}")
+                         if unprefixed(f"{child.module}.{alias.name}") in modules else unprefixed(child.module)
+                         for alias in child.names]
             for name in names:
                 # the module itself and every package above it run on import
                 parts = name.split(".")
@@ -104,13 +114,16 @@ def upward(name: str, target: str) -> bool:
     top = target in ENTRY_SCRIPTS or in_package(target, "bench") or in_package(target, "tests")
     if in_package(name, "render"):
         return not in_package(target, "render")
-    if name in TOOLS:  # the command-line layer sits above the models
+    if in_package(name, "clip2point"):  # the API sits above the models and tools, below the scripts
         return top
+    if name in TOOLS:  # the command-line layer sits above the models
+        return top or in_package(target, "clip2point")
+    api = in_package(target, "clip2point")
     if in_package(name, "models"):
-        return top or in_package(target, "datasets") or target in TOOLS
+        return top or api or in_package(target, "datasets") or target in TOOLS
     if in_package(name, "datasets") or in_package(name, "utils"):
         tool = target in TOOLS and name not in TOOLS
-        return top or in_package(target, "models") or tool
+        return top or api or in_package(target, "models") or tool
     return False
 
 
@@ -128,6 +141,22 @@ def test_the_layer_rule_catches_upward_imports():
     assert not upward("datasets.shapenet", "render.selector") and not upward("models.dpa", "utils.amp")
     assert not upward("datasets.synthetic", "datasets.prepare") and not upward("preview", "datasets.mesh")
     assert not upward("utils.cli_options", "models.fast_encoder") and upward("utils.cli_options", "zeroshot")
+    assert upward("models.classifier", "clip2point.api") and upward("utils.cli", "clip2point.api")
+    assert not upward("clip2point.api", "models.classifier") and upward("clip2point.api", "classify")
+
+
+def test_project_packages_are_imported_through_clip2point():
+    """`from datasets.readers import ...` would load a second copy of the module (with its own
+    exception classes) beside `clip2point.datasets.readers`, and clash with other packages named
+    `datasets` or `utils` once installed."""
+    bare = set()
+    for name, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                       [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            bare |= {f"{path.relative_to(REPO)}: {m}" for m in modules if m.split(".")[0] in SUBPACKAGES}
+    assert bare == set()
+    assert unprefixed("clip2point.datasets.readers") == "datasets.readers" and unprefixed("clip2point.api") == "clip2point.api"
 
 
 # packages that take a noticeable part of a second (or seconds) to import, loaded only on the paths

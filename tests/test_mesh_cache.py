@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import zeroshot
-from datasets import ModelNet40Align
-from datasets.common import DataError
-from datasets.mesh import read_off
-from datasets.mesh_cache import MeshCache, default_cache_dir, read_entry
-from utils.cli import run
+from clip2point.datasets import ModelNet40Align
+from clip2point.datasets.common import DataError
+from clip2point.datasets.mesh import read_off
+from clip2point.datasets.mesh_cache import MeshCache, default_cache_dir, read_entry
+from clip2point.utils.cli import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # two triangles with areas 0.5 and 1
@@ -32,7 +32,7 @@ def test_load_returns_parsed_arrays_then_serves_the_entry(tmp_path, monkeypatch)
     cache.prepare()
     first = cache.load(mesh)
     assert cache.entry_path(mesh).is_file()
-    monkeypatch.setattr("datasets.mesh_cache.read_off", lambda path: pytest.fail("parsed again"))
+    monkeypatch.setattr("clip2point.datasets.mesh_cache.read_off", lambda path: pytest.fail("parsed again"))
     second = cache.load(mesh)
     vertices, faces = read_off(mesh)
     for got in (first, second):
@@ -130,7 +130,7 @@ def test_another_process_reuses_entries(tmp_path, monkeypatch):
             "MeshCache(sys.argv[1]).load(sys.argv[2])")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache"), str(mesh)], cwd=ROOT, check=True,
                    timeout=120)
-    monkeypatch.setattr("datasets.mesh_cache.read_off", lambda path: pytest.fail("parsed again"))
+    monkeypatch.setattr("clip2point.datasets.mesh_cache.read_off", lambda path: pytest.fail("parsed again"))
     vertices, faces, cum = MeshCache(tmp_path / "cache").load(mesh)
     assert vertices.shape == (5, 3) and faces.tolist() == [[0, 1, 2], [1, 3, 4]] and cum.tolist() == [0.5, 1.5]
 

@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 from lightly.loss import NTXentLoss
 
-from models import CLIP2Point, DPA
+from clip2point.models import CLIP2Point, DPA
 from tests.helpers import cloud
-from models.adapter import SimplifiedAdapter
+from clip2point.models.adapter import SimplifiedAdapter
 
 
 class PooledTower(nn.Module):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from lightly.loss import NTXentLoss
 
-from models.ntxent import nt_xent
+from clip2point.models.ntxent import nt_xent
 from tests.test_models import nt_xent_reference
 
 

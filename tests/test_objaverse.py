@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import zeroshot
-from datasets import ObjaverseLVIS, farthest_point_sample, normalize
-from datasets.check import check
-from datasets.objaverse import read_npy_dict, sample_batch
-from datasets.synthetic import LVIS_CATEGORIES, LVIS_PER_CLASS
-from utils.errors import DataError, UsageError
+from clip2point.datasets import ObjaverseLVIS, farthest_point_sample, normalize
+from clip2point.datasets.check import check
+from clip2point.datasets.objaverse import read_npy_dict, sample_batch
+from clip2point.datasets.synthetic import LVIS_CATEGORIES, LVIS_PER_CLASS
+from clip2point.utils.errors import DataError, UsageError
 
 
 @pytest.fixture(scope="module")

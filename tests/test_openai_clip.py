@@ -10,8 +10,8 @@ import clip
 import pytest
 import torch
 
-import utils.openai_clip as openai_clip
-from utils.openai_clip import clip_module, tokenize
+import clip2point.utils.openai_clip as openai_clip
+from clip2point.utils.openai_clip import clip_module, tokenize
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["image of a chair", "", "  Ünïcödé café & <b>html</b> &amp; 3.14 chairs!!", "a " * 100,
@@ -46,11 +46,11 @@ def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_pack
     code = textwrap.dedent(f"""
         import os, sys
         import torch
-        from utils.tiny_clip import write_tiny_clip
-        from utils.clip_loader import load_clip
-        from utils.prompts import encode_prompts
+        from clip2point.utils.tiny_clip import write_tiny_clip
+        from clip2point.utils.clip_loader import load_clip
+        from clip2point.utils.prompts import encode_prompts
         import hashlib
-        import utils.clip_loader
+        from clip2point.utils import clip_loader
         path = write_tiny_clip({str(tmp_path / "ViT-B-32.pt")!r})
         model = load_clip(path)
         features = encode_prompts(model, ["chair", "table"])
@@ -65,13 +65,13 @@ def test_no_torchvision_on_the_checkpoint_and_cached_name_paths_and_a_whole_pack
         assert all(torch.equal(a, b) for a, b in zip(mapped.state_dict().values(), model.state_dict().values()))
         # a model name whose file is cached and verified: clip's downloader is not imported either
         digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-        urls = utils.clip_loader.model_urls()
+        urls = clip_loader.model_urls()
         assert urls["ViT-B/32"].endswith("/ViT-B-32.pt") and len(urls) == 9
-        utils.clip_loader.model_urls = lambda: {{"ViT-B/32": f"https://example.invalid/{{digest}}/ViT-B-32.pt"}}
+        clip_loader.model_urls = lambda: {{"ViT-B/32": f"https://example.invalid/{{digest}}/ViT-B-32.pt"}}
         assert load_clip("ViT-B/32", download_root={str(tmp_path)!r}).visual.output_dim == 512
         heavy = ("torchvision", "clip.clip", "pkg_resources", "torch._dynamo")
         assert not any(m in sys.modules for m in heavy), [m for m in sys.modules if m.startswith(heavy)]
-        from utils.openai_clip import clip_module, tokenize
+        from clip2point.utils.openai_clip import clip_module, tokenize
         import clip
         from clip import available_models
         assert "torchvision" in sys.modules and clip.clip is sys.modules["clip.clip"]

@@ -17,17 +17,17 @@ import pytest
 from torch.utils.data import DataLoader, Dataset
 
 import classify
-from datasets import check as data_check
-from datasets import prepare
-from datasets.mesh_cache import MAGIC, MeshCache, read_entry
-from datasets.modelnet import write_ply_points
-from datasets.scanobjectnn import read_h5
-from datasets.shapenet import ShapeNet55
-from utils import outputs
-from utils.cli import run
-from utils.errors import DataError
-from utils.evaluation import write_predictions
-from utils.outputs import OutputError, atomic_write, fit_name, write_new_file
+from clip2point.datasets import check as data_check
+from clip2point.datasets import prepare
+from clip2point.datasets.mesh_cache import MAGIC, MeshCache, read_entry
+from clip2point.datasets.modelnet import write_ply_points
+from clip2point.datasets.scanobjectnn import read_h5
+from clip2point.datasets.shapenet import ShapeNet55
+from clip2point.utils import outputs
+from clip2point.utils.cli import run
+from clip2point.utils.errors import DataError
+from clip2point.utils.evaluation import write_predictions
+from clip2point.utils.outputs import OutputError, atomic_write, fit_name, write_new_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = "xbox,wardrobe"

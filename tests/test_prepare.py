@@ -7,14 +7,14 @@ import torch
 import trimesh
 from PIL import Image
 
-from datasets import ModelNet10, ModelNet40Align, ModelNet40Ply
-from datasets import check as check_module
-from datasets import prepare
-from datasets.mesh import sample_surface
-from datasets.modelnet import read_ply_points
-from datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
-from render import Renderer
-from render.renderer import to_display
+from clip2point.datasets import ModelNet10, ModelNet40Align, ModelNet40Ply
+from clip2point.datasets import check as check_module
+from clip2point.datasets import prepare
+from clip2point.datasets.mesh import sample_surface
+from clip2point.datasets.modelnet import read_ply_points
+from clip2point.datasets.shapenet import VIEWS_10_AZIM, VIEWS_10_DIST, VIEWS_10_ELEV
+from clip2point.render import Renderer
+from clip2point.render.renderer import to_display
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import trimesh
 from PIL import Image
 
 import preview
-from datasets.readers import load_cloud
-from render import Renderer, Selector
-from render.pictures import depth_grid
-from utils.cli import run
+from clip2point.datasets.readers import load_cloud
+from clip2point.render import Renderer, Selector
+from clip2point.render.pictures import depth_grid
+from clip2point.utils.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_preview_large_cloud_is_reduced_like_classify(tmp_path, capsys):
 
 
 def test_up_axes_match_classify():
-    from models.classifier import UP_AXES
+    from clip2point.models.classifier import UP_AXES
     assert preview.UP_AXES == UP_AXES
 
 

@@ -3,8 +3,8 @@ with the ModelNet rotation and the view-count rules written once."""
 import pytest
 import torch
 
-from render import DepthProjection, RealisticProjection, Renderer, Selector, build_projection, projection_views
-from render.renderer import ROTATION, turn_z_up
+from clip2point.render import DepthProjection, RealisticProjection, Renderer, Selector, build_projection, projection_views
+from clip2point.render.renderer import ROTATION, turn_z_up
 
 
 def clouds(batch=2, n=300, seed=0):

@@ -13,10 +13,10 @@ import pytest
 import trimesh
 from pypcd4 import Encoding, PointCloud
 
-from datasets import readers
-from datasets.common import DataError, normalize
-from datasets.mesh import read_off
-from datasets.readers import fan_triangles, find_cloud_files, load_cloud, read_any, strip_triangles
+from clip2point.datasets import readers
+from clip2point.datasets.common import DataError, normalize
+from clip2point.datasets.mesh import read_off
+from clip2point.datasets.readers import fan_triangles, find_cloud_files, load_cloud, read_any, strip_triangles
 
 RNG = np.random.default_rng(0)
 POINTS = RNG.normal(size=(200, 3)).astype(np.float32).astype(np.float64)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from render import RealisticProjection
-from render.realistic import RESOLUTION
+from clip2point.render import RealisticProjection
+from clip2point.render.realistic import RESOLUTION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S2 = math.sqrt(0.5)

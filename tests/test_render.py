@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from render import Renderer, Selector
-from render.renderer import CLIP_MEAN, CLIP_STD, ROTATION, depth_to_image, look_at_view_transform, to_display
+from clip2point.render import Renderer, Selector
+from clip2point.render.renderer import CLIP_MEAN, CLIP_STD, ROTATION, depth_to_image, look_at_view_transform, to_display
 
 try:
     import pytorch3d.renderer  # noqa: F401

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from render import Renderer, Selector
-from render.renderer import rasterize_native
+from clip2point.render import Renderer, Selector
+from clip2point.render.renderer import rasterize_native
 from tests.test_render import clustered, needs_pytorch3d, sparse
 
 

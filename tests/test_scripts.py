@@ -9,11 +9,11 @@ import torch
 import fewshot
 import pretraining
 import zeroshot
-from datasets import ModelNet40Ply, ScanObjectNN
-from models import CLIP2Point
+from clip2point.datasets import ModelNet40Ply, ScanObjectNN
+from clip2point.models import CLIP2Point
 from tests.helpers import parse
-from utils.cli import run
-from utils.clip_loader import load_clip
+from clip2point.utils.cli import run
+from clip2point.utils.clip_loader import load_clip
 
 @pytest.fixture(scope="module")
 def data(synthetic_root):

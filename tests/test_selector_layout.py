@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models import DPA
-from render.selector import Selector
-from utils.checkpoint import FEWSHOT_KIND, CheckpointError, load_state_dict_strict
+from clip2point.models import DPA
+from clip2point.render.selector import Selector
+from clip2point.utils.checkpoint import FEWSHOT_KIND, CheckpointError, load_state_dict_strict
 
 V, D = 10, 512
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import synthetic
-from datasets.classnames import MODELNET40_CLASSES, SHAPENET55_SYNSETS
-from datasets.scanobjectnn import VARIANTS
+from clip2point.datasets import synthetic
+from clip2point.datasets.classnames import MODELNET40_CLASSES, SHAPENET55_SYNSETS
+from clip2point.datasets.scanobjectnn import VARIANTS
 from tests.data_fixtures import IMAGE_SIZE, SEED
 
 

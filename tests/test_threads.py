@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-import datasets.fps as fps
-from utils import distributed
-from utils.threads import PER_OBJECT_THREADS, intra_op_threads, per_object_work, worker_init_fn
+import clip2point.datasets.fps as fps
+from clip2point.utils import distributed
+from clip2point.utils.threads import PER_OBJECT_THREADS, intra_op_threads, per_object_work, worker_init_fn
 
 
 @pytest.fixture

@@ -25,12 +25,12 @@ import torch.nn.functional as F
 
 import fewshot
 import pretraining
-from models import CLIP2Point
+from clip2point.models import CLIP2Point
 from tests.helpers import parse, small_data_root
-from utils import interrupts
-from utils.cli import MAX_SEED, run
-from utils.errors import UsageError
-from utils.run_folder import append_entry, drop_epochs_after, lock_run_folder, tensorboard_folder
+from clip2point.utils import interrupts
+from clip2point.utils.cli import MAX_SEED, run
+from clip2point.utils.errors import UsageError
+from clip2point.utils.run_folder import append_entry, drop_epochs_after, lock_run_folder, tensorboard_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRESS = re.compile(r"^\s*$|\|\s*\d+/\d+ \[")  # tqdm's bars share stderr
@@ -466,7 +466,7 @@ def test_sigterm_in_process_is_one_line_and_exit_143(capsys):
 
 
 def test_nonfinite_weights_after_finite_losses_stop_the_run_too(tmp_path):
-    from utils.training import Diverged, nonfinite_step, stop_if_diverged
+    from clip2point.utils.training import Diverged, nonfinite_step, stop_if_diverged
     model = torch.nn.Linear(2, 2)
     first_bad = torch.tensor(-1)
     for step, loss in enumerate([1.0, 2.0, math.nan, math.inf]):

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 import zeroshot
-from datasets import ModelNet10
-from models.views import encode_views
-from render import DepthProjection, Renderer, Selector
+from clip2point.datasets import ModelNet10
+from clip2point.models.views import encode_views
+from clip2point.render import DepthProjection, Renderer, Selector
 from tests import helpers
-from utils.prompts import encode_prompts
-from utils.cli import run
-from utils.errors import UsageError
-from utils.scoring import view_similarities
-from utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
+from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.cli import run
+from clip2point.utils.errors import UsageError
+from clip2point.utils.scoring import view_similarities
+from clip2point.utils.view_weights import format_view_weights, parse_view_weights, search_view_weights, weighted_accuracy
 
 
 def parse(*argv):

@@ -9,7 +9,7 @@ import pytest
 
 import zeroshot
 from tests.helpers import parse
-from utils.cli import run
+from clip2point.utils.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 
 import torch.nn as nn
 
-from utils.openai_clip import clip_module
+from clip2point.utils.openai_clip import clip_module
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -11,8 +11,8 @@ from typing import Dict, Mapping
 import torch
 import torch.nn as nn
 
-from utils.backbone import PUBLISHED, RECORD_KEY
-from utils.errors import CheckpointError
+from clip2point.utils.backbone import PUBLISHED, RECORD_KEY
+from clip2point.utils.errors import CheckpointError
 
 PRETRAIN_KIND = "pre-training checkpoint (keys start with module.)"
 FEWSHOT_KIND = "few-shot checkpoint (DPA)"

@@ -7,9 +7,9 @@ from typing import Callable, Optional
 
 import torch
 
-from utils import distributed, interrupts
-from utils.errors import UsageError, UserError
-from utils.run_folder import release_run_folders, unwritable_folder
+from clip2point.utils import distributed, interrupts
+from clip2point.utils.errors import UsageError, UserError
+from clip2point.utils.run_folder import release_run_folders, unwritable_folder
 
 AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 

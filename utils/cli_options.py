@@ -7,10 +7,10 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from datasets.mesh_cache import MeshCache, default_cache_dir
-from models.fast_encoder import QUANTIZE, check_speed_ups, fast_encoder
-from models.views import CPU_CHUNK
-from utils.errors import UsageError
+from clip2point.datasets.mesh_cache import MeshCache, default_cache_dir
+from clip2point.models.fast_encoder import QUANTIZE, check_speed_ups, fast_encoder
+from clip2point.models.views import CPU_CHUNK
+from clip2point.utils.errors import UsageError
 
 
 def add_encoder_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,10 +20,10 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from utils.backbone import OPENAI_NAMES, Backbone, attach_backbone, describe_openai_tower
-from utils.checkpoint import read_error
-from utils.errors import ClipLoadError, ClipWeightsMissing
-from utils.openai_clip import build_tokenizer_in_background, clip_module, model_urls
+from clip2point.utils.backbone import OPENAI_NAMES, Backbone, attach_backbone, describe_openai_tower
+from clip2point.utils.checkpoint import read_error
+from clip2point.utils.errors import ClipLoadError, ClipWeightsMissing
+from clip2point.utils.openai_clip import build_tokenizer_in_background, clip_module, model_urls
 
 DEFAULT_CLIP = "ViT-B/32"
 OPEN_CLIP_PREFIX = "open_clip:"

@@ -17,8 +17,8 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from utils.errors import UsageError
-from utils.threads import worker_init_fn
+from clip2point.utils.errors import UsageError
+from clip2point.utils.threads import worker_init_fn
 
 
 def launched_by_torchrun() -> bool:

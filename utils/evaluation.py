@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from utils import distributed
-from utils.outputs import atomic_write
-from utils.scoring import zeroshot_logits
+from clip2point.utils import distributed
+from clip2point.utils.outputs import atomic_write
+from clip2point.utils.scoring import zeroshot_logits
 
 
 @torch.no_grad()

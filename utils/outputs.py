@@ -24,7 +24,7 @@ import stat
 import sys
 from typing import IO, Callable, Iterator, Optional, TextIO
 
-from utils.errors import UserError
+from clip2point.utils.errors import UserError
 
 # open flags of every file created here: never an existing file, never through a symlink
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)

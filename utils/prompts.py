@@ -7,8 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.errors import UsageError
-from utils.openai_clip import tokenize
+from clip2point.utils.errors import UsageError
+from clip2point.utils.openai_clip import tokenize
 
 # the paper's prompt: "image of a " + class name
 PROMPT_TEMPLATE = "image of a {}"

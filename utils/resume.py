@@ -4,10 +4,10 @@ from typing import Mapping, Optional, Sequence
 
 import torch
 
-from utils import distributed
-from utils.checkpoint import load_state_dict_strict, read_last, save_checkpoint
-from utils.errors import CheckpointError, UsageError
-from utils.seeding import check_rng_state, rng_state, seed_everything, set_rng_state
+from clip2point.utils import distributed
+from clip2point.utils.checkpoint import load_state_dict_strict, read_last, save_checkpoint
+from clip2point.utils.errors import CheckpointError, UsageError
+from clip2point.utils.seeding import check_rng_state, rng_state, seed_everything, set_rng_state
 
 # Flags that change the model's shape or weights, and those that change what it trains on or how:
 # a run cannot be resumed with other values. Each is stored in last.pth (`flags`) as

@@ -11,8 +11,8 @@ import re
 import time
 from typing import List, Optional
 
-from utils import interrupts
-from utils.errors import UsageError
+from clip2point.utils import interrupts
+from clip2point.utils.errors import UsageError
 
 LOCK_FILE = ".lock"
 TENSORBOARD = "tensorboard"

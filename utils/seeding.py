@@ -4,7 +4,7 @@ import random
 import numpy as np
 import torch
 
-from utils import distributed
+from clip2point.utils import distributed
 
 
 def seed_everything(seed: int) -> None:

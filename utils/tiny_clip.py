@@ -5,8 +5,8 @@ import os
 
 import torch
 
-from utils.checkpoint import save_checkpoint
-from utils.openai_clip import clip_module
+from clip2point.utils.checkpoint import save_checkpoint
+from clip2point.utils.openai_clip import clip_module
 
 # the tiny OpenCLIP architecture: GELU (not OpenAI's QuickGELU), 96 px input, 256-d embeddings
 TINY_OPEN_CLIP = "tiny-ViT-96"

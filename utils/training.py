@@ -22,13 +22,13 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-from utils.tensorboard_writer import SummaryWriter
+from clip2point.utils.tensorboard_writer import SummaryWriter
 
-from utils import distributed
-from utils.checkpoint import save_checkpoint
-from utils.errors import UsageError, UserError
-from utils.resume import read_resume, recorded_flags
-from utils.run_folder import RunLog, check_exp_name, open_run, take_run_folder, tensorboard_folder
+from clip2point.utils import distributed
+from clip2point.utils.checkpoint import save_checkpoint
+from clip2point.utils.errors import UsageError, UserError
+from clip2point.utils.resume import read_resume, recorded_flags
+from clip2point.utils.run_folder import RunLog, check_exp_name, open_run, take_run_folder, tensorboard_folder
 
 
 class Diverged(UserError):

@@ -11,7 +11,7 @@ from typing import Sequence, Tuple
 
 import torch
 
-from utils.errors import UsageError
+from clip2point.utils.errors import UsageError
 
 WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
