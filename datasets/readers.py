@@ -227,8 +227,56 @@ def read_ply(path: PathLike) -> Mesh:
 # PCD (pypcd4)
 
 
+# the header versions PCL reads, all parsed alike (0.7 added the VIEWPOINT line)
+PCD_VERSIONS = (".5", "0.5", ".6", "0.6", ".7", "0.7")
+
+
+def _pcd_as_v7(lines: List[str], path: PathLike) -> List[str]:
+    """Header lines of PCD 0.5, 0.6 or 0.7 (comments dropped) as 0.7 lines for pypcd4, missing
+    lines filled in as PCL fills them. Only the lines change, so the data starts where it did."""
+    keyed = {}
+    for i, line in enumerate(lines):
+        key = line.split()[0].upper()
+        if key == "COLUMNS":  # the old name of FIELDS
+            key, lines[i] = "FIELDS", "FIELDS" + line[len("COLUMNS"):]
+        keyed[key] = i
+    version = lines[keyed["VERSION"]].split()[1:] if "VERSION" in keyed else ["0.7"]
+    if len(version) != 1 or version[0] not in PCD_VERSIONS:
+        raise DataError(f"{path}: unsupported pcd VERSION {' '.join(version) or '(none)'} (read: 0.5, 0.6, 0.7)")
+    # PCL's defaults for old files (fields of 4-byte floats, WIDTH = POINTS) are kept to the files
+    # that say they are old: a 0.7 header, or one without VERSION, must still name SIZE, TYPE, WIDTH
+    old = version[0].lstrip("0") in (".5", ".6")
+    required = ("FIELDS", "POINTS") if old else ("FIELDS", "SIZE", "TYPE", "WIDTH", "POINTS")
+    missing = [key for key in required if key not in keyed]
+    if "HEIGHT" in keyed and "WIDTH" not in keyed and "WIDTH" not in missing:  # PCL refuses it too
+        missing.append("WIDTH")
+    if missing:
+        raise DataError(f"{path}: malformed pcd header: no {' or '.join(missing)} line")
+    fields = lines[keyed["FIELDS"]].split()[1:]
+    sizes = lines[keyed["SIZE"]].split()[1:] if "SIZE" in keyed else ["4"] * len(fields)
+    # as in PCL: TYPE needs a SIZE line, COUNT needs both; fields typed by neither are 4-byte floats
+    if "TYPE" in keyed and "SIZE" not in keyed:
+        raise DataError(f"{path}: malformed pcd header: TYPE without a SIZE line")
+    if "COUNT" in keyed and not ("SIZE" in keyed and "TYPE" in keyed):
+        raise DataError(f"{path}: malformed pcd header: COUNT without SIZE and TYPE lines")
+    if "TYPE" not in keyed and any(size != "4" for size in sizes):
+        raise DataError(f"{path}: malformed pcd header: SIZE {' '.join(sizes)} without a TYPE line "
+                        f"(only 4-byte floats may leave TYPE out)")
+    out = [line for i, line in enumerate(lines) if i != keyed.get("VERSION")]
+    if "SIZE" not in keyed:
+        out.insert(-1, "SIZE " + " ".join(sizes))
+    if "TYPE" not in keyed:
+        out.insert(-1, "TYPE " + " ".join("F" for _ in fields))
+    if "COUNT" not in keyed:  # one value per field
+        out.insert(-1, "COUNT " + " ".join("1" for _ in fields))
+    if "WIDTH" not in keyed:  # an unorganised cloud (HEIGHT 1 is pypcd4's default too)
+        out.insert(-1, "WIDTH " + " ".join(lines[keyed["POINTS"]].split()[1:2]))
+    return out
+
+
 def _pcd_header(f, path: PathLike):
-    """pypcd4's MetaData of the header at the start of `f` (left at the first data byte)."""
+    """pypcd4's MetaData of the PCD 0.5, 0.6 or 0.7 header at the start of `f` (left at the first
+    data byte)."""
     from pydantic import ValidationError
     from pypcd4.pypcd4 import MetaData
 
@@ -240,13 +288,7 @@ def _pcd_header(f, path: PathLike):
         line = raw.decode("ascii", errors="replace").strip()
         if line and not line.startswith("#"):
             lines.append(line)
-    keys = {line.split()[0].upper() for line in lines}
-    missing = [key for key in ("FIELDS", "SIZE", "TYPE", "WIDTH", "POINTS") if key not in keys]
-    if missing:
-        raise DataError(f"{path}: malformed pcd header: no {' or '.join(missing)} line")
-    if "COUNT" not in keys:  # optional in PCL's format: one value per field
-        fields = next(line for line in lines if line.upper().startswith("FIELDS")).split()[1:]
-        lines.insert(-1, "COUNT " + " ".join("1" for _ in fields))
+    lines = _pcd_as_v7(lines, path)
     try:
         meta = MetaData.parse_header(lines)
     except ValidationError as e:

@@ -190,6 +190,76 @@ def test_pcd_not_a_cloud_and_lying_headers(tmp_path):
     tracemalloc.stop()
 
 
+
+# the test's own cloud for the old PCD headers (0.5, 0.6): exact in float32 and in ASCII
+OLD_PCD = np.array([[0.5, -1.25, 2.0], [3.0, 4.5, -6.75], [0.125, 7.0, 8.0625], [-9.5, 0.0, 10.25]])
+OLD_05 = "# .PCD v.5 - Point Cloud Data file format\nVERSION .5\n"
+
+
+def _ascii_rows(points):
+    return "".join(" ".join(f"{v:g}" for v in row) + "\n" for row in points)
+
+
+def test_pcd_old_header_versions_read_as_0_7(tmp_path):
+    """PCD 0.5 and 0.6 headers (comments, COLUMNS, no COUNT, VIEWPOINT, WIDTH, HEIGHT, SIZE or
+    TYPE where PCL allows it) give the points written, as their 0.7 form does."""
+    n, xyz = len(OLD_PCD), OLD_PCD.astype("<f4").tobytes()
+    readers.write_pcd(tmp_path / "v7.pcd", OLD_PCD)
+    v7 = read_any(tmp_path / "v7.pcd")[0]
+    np.testing.assert_array_equal(v7, OLD_PCD)
+    # pypcd4's binary_compressed block under a 0.6 header
+    PointCloud.from_xyz_points(OLD_PCD.astype(np.float32)).save(tmp_path / "lzf.pcd",
+                                                                encoding=Encoding.BINARY_COMPRESSED)
+    lzf = (tmp_path / "lzf.pcd").read_bytes()
+    lzf = lzf[lzf.index(b"DATA binary_compressed\n") + len(b"DATA binary_compressed\n"):]
+    # x y z between an int16 and a uint8 field: the record offsets come from SIZE
+    extra = np.zeros(n, dtype=[("ring", "<i2"), ("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("i", "u1")])
+    for k, axis in enumerate("xyz"):
+        extra[axis] = OLD_PCD[:, k]
+    extra["ring"], extra["i"] = -7, 200
+    files = {
+        "a05.pcd": (OLD_05 + f"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\n"
+                    f"POINTS {n}\nDATA ascii\n" + _ascii_rows(OLD_PCD)).encode(),
+        "columns05.pcd": (OLD_05 + f"COLUMNS x y z\nPOINTS {n}\nDATA binary\n").encode() + xyz,
+        "size05.pcd": (f"VERSION 0.5\n# no TYPE: 4-byte floats\nCOLUMNS x y z\nSIZE 4 4 4\nPOINTS {n}\n"
+                       f"DATA ascii\n" + _ascii_rows(OLD_PCD)).encode(),
+        "b06.pcd": (f"# .PCD v.6 - Point Cloud Data file format\nVERSION .6\nFIELDS ring x y z i\nSIZE 2 4 4 4 1\n"
+                    f"TYPE I F F F U\nCOUNT 1 1 1 1 1\nWIDTH {n}\nHEIGHT 1\nPOINTS {n}\nDATA binary\n").encode()
+                   + extra.tobytes(),
+        "crlf06.pcd": (f"VERSION 0.6\r\nFIELDS x y z\r\nSIZE 4 4 4\r\nTYPE F F F\r\nWIDTH {n}\r\nPOINTS {n}\r\n"
+                       "DATA binary\r\n").encode() + xyz,
+        "organised06.pcd": (f"VERSION 0.6\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\n# two rows\nHEIGHT 2\n"
+                            f"POINTS {n}\nDATA ascii\n" + _ascii_rows(OLD_PCD)).encode(),
+        "lzf06.pcd": (f"VERSION .6\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\n"
+                      f"POINTS {n}\nDATA binary_compressed\n").encode() + lzf,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        points = read_any(tmp_path / name)[0]
+        np.testing.assert_array_equal(points, OLD_PCD, err_msg=name)
+        np.testing.assert_array_equal(points, v7, err_msg=name)
+
+
+def test_pcd_unknown_version_and_old_headers_pcl_refuses(tmp_path):
+    body = "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 1\nPOINTS 1\nDATA ascii\n1 2 3\n"
+    for k, version in enumerate(("0.9", "2", ".8", "0.7 0.5", "")):
+        (tmp_path / f"v{k}.pcd").write_text(f"VERSION {version}\n" + body)
+        message = refused(tmp_path / f"v{k}.pcd", "unsupported pcd VERSION", "(read: 0.5, 0.6, 0.7)")
+        assert f"VERSION {version or '(none)'} " in message
+    cases = [("FIELDS x y z\nHEIGHT 1\nPOINTS 1\n", "no WIDTH line"),
+             ("FIELDS x y z\nTYPE F F F\nPOINTS 1\n", "TYPE without a SIZE line"),
+             ("FIELDS x y z\nCOUNT 1 1 1\nPOINTS 1\n", "COUNT without SIZE and TYPE lines"),
+             ("FIELDS x y z\nSIZE 8 8 8\nPOINTS 1\n", "SIZE 8 8 8 without a TYPE line"),
+             ("FIELDS x y z\nSIZE 4 4\nTYPE F F\nPOINTS 1\n", "2 SIZE"),
+             ("COLUMNS x y z\nWIDTH 1\n", "no POINTS line")]
+    for k, (head, words) in enumerate(cases):
+        (tmp_path / f"old{k}.pcd").write_text("VERSION .5\n" + head + "DATA ascii\n1 2 3\n")
+        refused(tmp_path / f"old{k}.pcd", words)
+    # the old files' defaults are not taken for a 0.7 header, or one without VERSION
+    for k, version in enumerate(("VERSION 0.7\n", "")):
+        (tmp_path / f"new{k}.pcd").write_text(version + "FIELDS x y z\nPOINTS 1\nDATA ascii\n1 2 3\n")
+        refused(tmp_path / f"new{k}.pcd", "no SIZE or TYPE or WIDTH line")
+
 # ------------------------------------------------------------------------------------------------
 # LAS / LAZ (laspy + lazrs)
 
