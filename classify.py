@@ -12,9 +12,7 @@ A file that cannot be read is reported on stderr and skipped; the exit code is t
 import argparse
 import json
 import os
-import queue
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -26,7 +24,8 @@ from tqdm import tqdm
 
 from clip2point.datasets.classnames import (MODELNET10_CLASSES, MODELNET10_PROMPTS, MODELNET40_CLASSES, MODELNET40_PROMPTS,
                                  SCANOBJECTNN_CLASSES, SCANOBJECTNN_PROMPTS)
-from clip2point.datasets.readers import SUFFIXES, find_cloud_files, load_cloud
+from clip2point.datasets.prefetch import CloudReader
+from clip2point.datasets.readers import SUFFIXES, find_cloud_files
 from clip2point.models.classifier import UP_AXES, PointCloudClassifier, classifier_views
 from clip2point.render.pictures import depth_grid
 from clip2point.utils.backbone import tower_backbone
@@ -35,7 +34,7 @@ from clip2point.utils.cli import (AMP_DTYPES, ArgumentParser, amp_dtype, check_n
                        exit_at_once, get_device, run)
 from clip2point.utils.cli_options import add_encoder_arguments, check_encoder_flags, encoder_speed_up
 from clip2point.utils.seeding import seed_everything
-from clip2point.utils.errors import DataError, UsageError
+from clip2point.utils.errors import UsageError
 from clip2point.utils.outputs import atomic_write, print_line, write_new_file
 from clip2point.utils.prompts import PROMPT_TEMPLATE, check_template
 from clip2point.utils.view_weights import parse_view_weights
@@ -167,47 +166,6 @@ def _no_duplicate_keys(pairs):
     return dict(pairs)
 
 
-class CloudReader:
-    """Reads, samples and normalises the input files in a background thread, in input order, a
-    few batches ahead of the encoder. Iterating gives (path, cloud tensor) or (path, error line)."""
-
-    def __init__(self, files: List[Path], num_points: int, seed: int, fps_device: str, ahead: int):
-        self.files, self.num_points, self.seed, self.fps_device = files, num_points, seed, fps_device
-        self.queue: "queue.Queue" = queue.Queue(maxsize=max(2, ahead))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._read_all, name="classify-reader", daemon=True)
-        self.thread.start()
-
-    def _read_all(self) -> None:
-        for path in self.files:
-            if self.stop.is_set():
-                return
-            try:
-                item = torch.from_numpy(load_cloud(path, self.num_points, seed=self.seed, fps_device=self.fps_device))
-            except DataError as err:
-                item = f"{err}"
-            except MemoryError:
-                item = f"{path}: out of memory while reading it with --num_points {self.num_points}"
-            except BaseException as err:  # a bug: raised again in the main thread
-                item = err
-            while not self.stop.is_set():
-                try:
-                    self.queue.put((path, item), timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-
-    def __iter__(self):
-        for _ in self.files:
-            path, item = self.queue.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield path, item
-
-    def close(self) -> None:
-        self.stop.set()
-
-
 def result_line(result: dict) -> str:
     """`path: label (p=0.83), second (0.09), third (0.03)` [+ a note on small clouds]."""
     best, *others = result["top"]
@@ -324,9 +282,7 @@ def _classify(args, reader: CloudReader, failures: List[str], classes, prompts, 
                              f"(from {paths[ids[0]]}); lower --batch_size or --num_points") from None
         for row, i in enumerate(ids):
             result = {"file": str(paths[i]), "points": len(clouds[i]),
-                      "top": [{"class": c, "prob": round(p, 4)}
-                              for c, p in classifier.top(scores.probs[row], args.topk)],
-                      "views": [[c, round(s, 4)] for c, s in classifier.top_views(scores.view_similarities[row])]}
+                      **classifier.result(scores.probs[row], scores.view_similarities[row], args.topk)}
             results[i] = result
             clouds[i] = None  # the cloud is no longer needed
             if args.save_views:

@@ -687,27 +687,34 @@ def read_any(path: PathLike) -> Mesh:
 
 def load_cloud(path: PathLike, num_points: int = 1024, seed: int = 0,
                fps_device: Optional[str] = None) -> np.ndarray:
-    """A file as a normalised cloud (M, 3) float32, centred and scaled as the datasets' loaders do.
+    """A file as a normalised cloud (M, 3) float32, centred and scaled as the datasets' loaders do
+    (`prepare_cloud` of what the file holds)."""
+    vertices, faces = read_any(path)
+    return prepare_cloud(vertices, faces, num_points, seed, fps_device, source=path)
+
+
+def prepare_cloud(vertices: np.ndarray, faces: Optional[np.ndarray] = None, num_points: int = 1024, seed: int = 0,
+                  fps_device: Optional[str] = None, source: PathLike = "<array>") -> np.ndarray:
+    """Points (or a mesh's vertices (V, 3) and faces (F, 3)) -> a normalised cloud (M, 3) float32.
 
     Meshes give `num_points` points sampled on their surface (random generator seeded by `seed`);
     clouds with more than `num_points` points are reduced by farthest point sampling (on
     `fps_device`, default CPU), smaller ones are kept as they are (M < num_points).
     """
-    vertices, faces = read_any(path)
     try:
         if faces is not None:
-            points = sample_surface(vertices, faces, num_points, np.random.default_rng(seed), source=path)[0]
+            points = sample_surface(vertices, faces, num_points, np.random.default_rng(seed), source=source)[0]
         elif len(vertices) > num_points:
-            cloud = torch.from_numpy(normalize(vertices, path))[None]
+            cloud = torch.from_numpy(normalize(vertices, source))[None]
             if fps_device is not None:
                 cloud = cloud.to(fps_device)
             index = farthest_point_sample(cloud, num_points)[0].cpu().numpy()
             points = vertices[index]
         else:
             points = vertices
-        return normalize(points, path)
+        return normalize(points, source)
     except MemoryError:
-        raise DataError(f"{path}: out of memory while sampling {num_points} points of {len(vertices)} "
+        raise DataError(f"{source}: out of memory while sampling {num_points} points of {len(vertices)} "
                         f"{'vertices' if faces is not None else 'points'}") from None
 
 

@@ -90,21 +90,14 @@ class PointCloudClassifier(nn.Module):
     modified.
     """
 
-    def __init__(self, clip_model: "CLIP", classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
+    def __init__(self, clip_model: "CLIP", classes: Optional[Sequence[str]], *,
+                 prompt_names: Optional[Sequence[str]] = None,
                  template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None,
                  views: Optional[int] = None, up: str = "z", ckpt: Optional[str] = None, fewshot_ckpt: Optional[str] = None,
                  backend: str = "native", projection: str = "depth",
                  view_weights: Optional[Sequence[float]] = None, amp: Optional[torch.dtype] = None,
                  encoder_transform: Optional[Callable[[nn.Module], nn.Module]] = None):
         super().__init__()
-        classes = list(classes)
-        if not classes:
-            raise ValueError("no classes given")
-        duplicates = sorted({name for name in classes if classes.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
-        if prompt_names is not None and len(prompt_names) != len(classes):
-            raise ValueError(f"{len(prompt_names)} prompt names for {len(classes)} classes")
         if up not in UP_AXES:
             raise ValueError(f"up must be one of {', '.join(UP_AXES)}, got {up!r}")
         views = classifier_views(views, projection, ckpt, fewshot_ckpt, view_weights is not None)
@@ -113,13 +106,12 @@ class PointCloudClassifier(nn.Module):
             if view_weights.shape != (views,) or (view_weights < 0).any() or view_weights.sum() <= 0:
                 raise ValueError(f"view_weights must be {views} weights >= 0, not all 0; got {view_weights.tolist()}")
         device = clip_model.logit_scale.device
-        self.classes, self.views, self.rot, self.amp = classes, views, UP_AXES[up], amp
+        self.views, self.rot, self.amp, self.device = views, UP_AXES[up], amp, device
         self.logit_scale = float(clip_model.logit_scale.detach().exp())
-        if sentences is not None:
-            text = encode_prompt_ensembles(clip_model, classes, sentences, device)
-        else:
-            text = encode_prompts(clip_model, list(prompt_names or classes), device, template=template)
-        self.register_buffer("text_features", text, persistent=False)
+        self.classes: List[str] = []
+        self.register_buffer("text_features", None, persistent=False)
+        if classes is not None:
+            self.set_classes(clip_model, classes, prompt_names=prompt_names, template=template, sentences=sentences)
         self.view_weights = None if view_weights is None else view_weights.to(device)
 
         self.dpa: Optional[DPA] = None
@@ -143,10 +135,29 @@ class PointCloudClassifier(nn.Module):
         self.encoder.requires_grad_(False)
 
     @torch.no_grad()
-    def forward(self, points: Union[torch.Tensor, np.ndarray], return_images: bool = False) -> Scores:
-        """points (N, 3) or (B, N, 3), array or tensor, centred on the mean with the farthest point
-        at norm 1 -> Scores (without the batch axis for one cloud)."""
-        device = self.text_features.device
+    def set_classes(self, clip_model: "CLIP", classes: Sequence[str], *, prompt_names: Optional[Sequence[str]] = None,
+                    template: str = PROMPT_TEMPLATE, sentences: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+        """The classes scored from now on, with their text features from `clip_model`'s text tower
+        (the model this classifier was built from)."""
+        classes = list(classes)
+        if not classes:
+            raise ValueError("no classes given")
+        duplicates = sorted({name for name in classes if classes.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate class names: {', '.join(duplicates)}")
+        if prompt_names is not None and len(prompt_names) != len(classes):
+            raise ValueError(f"{len(prompt_names)} prompt names for {len(classes)} classes")
+        device = clip_model.logit_scale.device
+        if sentences is not None:
+            text = encode_prompt_ensembles(clip_model, classes, sentences, device)
+        else:
+            text = encode_prompts(clip_model, list(prompt_names or classes), device, template=template)
+        self.classes, self.text_features = classes, text
+
+    def _batch(self, points: Union[torch.Tensor, np.ndarray]) -> Tuple[torch.Tensor, bool]:
+        """points (N, 3) or (B, N, 3) -> checked float32 (B, N, 3) on the model's device, and
+        whether it was one cloud."""
+        device = self.device
         points = torch.as_tensor(points, dtype=torch.float32, device=device)
         single = points.dim() == 2
         if single:
@@ -154,6 +165,31 @@ class PointCloudClassifier(nn.Module):
         if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
             raise ValueError(f"points must have shape (N, 3) or (B, N, 3) with N > 0, got {tuple(points.shape)}")
         check_normalised(points)
+        return points, single
+
+    @torch.no_grad()
+    def embed(self, points: Union[torch.Tensor, np.ndarray]) -> torch.Tensor:
+        """points (N, 3) or (B, N, 3), centred and scaled -> L2-normalised float32 embeddings (D,)
+        or (B, D) in CLIP's text space: the normalised (weighted) mean of the views' normalised
+        features (a class's zero-shot score is its text feature's dot product with it, up to a
+        positive factor), or the few-shot adapter's feature."""
+        points, single = self._batch(points)
+        images = self.projection(points, self.rot)
+        if self.dpa is None:
+            feats = encode_views(self.encoder, images, self.amp).float()  # (B, V, D)
+            weights = torch.ones(self.views, device=feats.device) if self.view_weights is None else self.view_weights
+            emb = nn.functional.normalize((feats * weights[None, :, None]).sum(dim=1), dim=-1)
+        else:
+            emb = self.dpa.adapt(self.dpa.encode_rendered(images)).float()
+        return emb[0] if single else emb
+
+    @torch.no_grad()
+    def forward(self, points: Union[torch.Tensor, np.ndarray], return_images: bool = False) -> Scores:
+        """points (N, 3) or (B, N, 3), array or tensor, centred on the mean with the farthest point
+        at norm 1 -> Scores (without the batch axis for one cloud)."""
+        if self.text_features is None:
+            raise ValueError("no classes to score: give classes or call set_classes first")
+        points, single = self._batch(points)
         images = self.projection(points, self.rot)
         if self.dpa is None:
             feats = encode_views(self.encoder, images, self.amp)
@@ -180,3 +216,9 @@ class PointCloudClassifier(nn.Module):
         """Each view's best (class, similarity) of one cloud's view similarities (V, K)."""
         values, index = view_similarities.float().cpu().max(dim=-1)
         return [(self.classes[i], float(v)) for v, i in zip(values.tolist(), index.tolist())]
+
+    def result(self, probs: torch.Tensor, view_similarities: torch.Tensor, k: int = 3) -> dict:
+        """One cloud's probs (K,) and view similarities (V, K) as classify.py reports them:
+        {"top": [{"class", "prob"}, ...k], "views": [[best class, similarity] per view]}, rounded to 4 places."""
+        return {"top": [{"class": c, "prob": round(p, 4)} for c, p in self.top(probs, k)],
+                "views": [[c, round(s, 4)] for c, s in self.top_views(view_similarities)]}

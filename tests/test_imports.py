@@ -164,7 +164,7 @@ def test_project_packages_are_imported_through_clip2point():
 # (bench/startup.py measures it)
 HEAVY = ("lightly", "torchvision", "torch._dynamo", "clip", "pkg_resources", "pytorch3d", "tensorboard",
          "torch.utils.tensorboard", "h5py", "trimesh", "matplotlib")
-LIGHT_SCRIPTS = ("zeroshot", "fewshot", "pretraining", "classify", "preview")
+LIGHT_SCRIPTS = ("zeroshot", "fewshot", "pretraining", "classify", "preview", "embed")
 
 
 def loaded_after(statement: str) -> List[str]:
