@@ -34,6 +34,7 @@ bench: venv
 	$(PY) bench/encoder.py
 	$(PY) bench/fps.py
 	$(PY) bench/startup.py
+	$(PY) bench/search.py
 
 # on a CUDA machine with PyTorch installed: make gpu-check GPU_PYTHON=python3 GPU_CHECK="--wheels DIR"
 GPU_PYTHON ?= python3

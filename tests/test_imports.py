@@ -163,8 +163,8 @@ def test_project_packages_are_imported_through_clip2point():
 # that use them, so that `python X.py --help` costs little more than `import torch`
 # (bench/startup.py measures it)
 HEAVY = ("lightly", "torchvision", "torch._dynamo", "clip", "pkg_resources", "pytorch3d", "tensorboard",
-         "torch.utils.tensorboard", "h5py", "trimesh", "matplotlib")
-LIGHT_SCRIPTS = ("zeroshot", "fewshot", "pretraining", "classify", "preview", "embed")
+         "torch.utils.tensorboard", "h5py", "trimesh", "matplotlib", "faiss")
+LIGHT_SCRIPTS = ("zeroshot", "fewshot", "pretraining", "classify", "preview", "embed", "search")
 
 
 def loaded_after(statement: str) -> List[str]:
