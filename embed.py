@@ -7,7 +7,7 @@ Writes scans.npy (float32 (N, D), L2-normalised rows) and scans.json (the file o
 order, and the backbone, views, projection, num_points and seed that made them). The work goes in
 chunks of --chunk_size files to scans.npy.parts/, each written whole: after Ctrl-C the same
 command goes on from the last finished chunk. Run again with more files, it embeds only the new
-ones and appends their rows; the rows already in scans.npy are kept (docs/api.md#embed-py).
+ones and appends their rows; the rows already in scans.npy are kept (docs/api.md#embedpy).
 """
 import argparse
 import contextlib
