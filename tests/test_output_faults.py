@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import classify
 from clip2point.datasets import check as data_check
-from clip2point.datasets import prepare
+from clip2point.datasets import prefetch, prepare
 from clip2point.datasets.mesh_cache import MAGIC, MeshCache, read_entry
 from clip2point.datasets.modelnet import write_ply_points
 from clip2point.datasets.scanobjectnn import read_h5
@@ -262,14 +262,14 @@ def test_bad_flags_are_one_line_before_any_work(tmp_path, capsys, monkeypatch, a
 def test_memory_error_reading_a_file_names_it(tmp_path, capsys, monkeypatch, tiny_clip_path):
     np.save(tmp_path / "big.npy", cloud())
     np.save(tmp_path / "ok.npy", cloud(seed=1))
-    real = classify.load_cloud
+    real = prefetch.load_cloud
 
     def load(path, *args, **kwargs):
         if Path(path).name == "big.npy":
             raise MemoryError
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(classify, "load_cloud", load)
+    monkeypatch.setattr(prefetch, "load_cloud", load)  # what classify.py's reader thread calls
     code, out, err = classify_main(capsys, tmp_path / "big.npy", tmp_path / "ok.npy", "--classes", CLASSES,
                                    "--clip", tiny_clip_path, "--num_points", 500)
     assert code == 1  # one input could not be read, the other is classified
