@@ -1,4 +1,5 @@
-"""The console scripts of `pip install .`: `clip2point-classify ARGS` is `python classify.py ARGS`.
+"""The console scripts of `pip install .`: `clip2point-classify ARGS` is `python classify.py ARGS`
+(every script is `main`, which reads its name).
 
 The entry scripts are run as scripts (`__name__ == "__main__"`, their folder first on sys.path),
 from clip2point/scripts once installed or from the top of the repository in a checkout.
@@ -26,37 +27,12 @@ def run_script(name: str) -> None:
     runpy.run_path(path, run_name="__main__")
 
 
-def pretraining() -> None:
-    run_script("pretraining")
-
-
-def zeroshot() -> None:
-    run_script("zeroshot")
-
-
-def fewshot() -> None:
-    run_script("fewshot")
-
-
-def classify() -> None:
-    run_script("classify")
-
-
-def embed() -> None:
-    run_script("embed")
-
-
-def search() -> None:
-    run_script("search")
-
-
-def preview() -> None:
-    run_script("preview")
-
-
-def benchmark() -> None:
-    run_script("benchmark")
-
-
-def demo() -> None:
-    run_script("demo")
+def main() -> None:
+    """The console script `clip2point-NAME`: runs entry script NAME (the name it was started by)."""
+    name = os.path.basename(sys.argv[0])
+    name = name[:-4] if name.lower().endswith(".exe") else name  # the launchers on Windows
+    name = name[len("clip2point-"):] if name.startswith("clip2point-") else name
+    if name not in SCRIPTS:
+        sys.stderr.write(f"{sys.argv[0]}: not one of the console scripts clip2point-{{{','.join(SCRIPTS)}}}\n")
+        sys.exit(2)
+    run_script(name)

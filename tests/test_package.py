@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clip2point.commands import SCRIPTS, script_folder
+from clip2point.commands import SCRIPTS, main, script_folder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,9 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 def test_every_console_script_names_an_entry_script():
     text = (REPO / "pyproject.toml").read_text()
     for name in SCRIPTS:
-        assert f'clip2point-{name} = "clip2point.commands:{name}"' in text
+        assert f'clip2point-{name} = "clip2point.commands:main"' in text
         assert (REPO / f"{name}.py").is_file()
     assert script_folder() == str(REPO)  # in a checkout: the scripts at the top
+
+
+def test_an_unknown_console_script_name_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/bin/clip2point-nothing"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "clip2point-nothing: not one of the console scripts" in err
+    assert len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -54,9 +63,9 @@ def test_the_wheel_installs_the_package_and_its_scripts(tmp_path, tiny_clip_path
         model = clip2point.load_model(clip={tiny_clip_path!r}, device="cpu")
         emb = model.encode_clouds([{str(cloud)!r}])
         print(emb.shape, round(float((emb ** 2).sum()), 4))
-        from clip2point.commands import embed
-        sys.argv = ["clip2point-embed", {str(cloud)!r}, "--out", "e.npy", "--clip", {tiny_clip_path!r}, "--device", "cpu"]
-        embed()
+        from clip2point.commands import main
+        sys.argv = ["/some/bin/clip2point-embed", {str(cloud)!r}, "--out", "e.npy", "--clip", {tiny_clip_path!r}, "--device", "cpu"]
+        main()
     """)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(site)})
