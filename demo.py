@@ -4,8 +4,9 @@
 
 Generates data/synthetic (if absent), writes a tiny random CLIP, pre-trains it briefly,
 evaluates zero-shot, trains and evaluates the few-shot adapter, classifies a few files with
-classify.py, runs a tiny benchmark.py plan (its table beside the published figures), saves a
-depth-map picture and prints a summary. The CLIP weights are random and tiny,
+classify.py, embeds the fixed points with embed.py and searches them with search.py, runs a tiny
+benchmark.py plan (its table beside the published figures), saves a depth-map picture and prints
+a summary. The CLIP weights are random and tiny,
 and the shapes are procedural, so the accuracies show that the machinery works, not the paper's
 numbers.
 """
@@ -23,8 +24,10 @@ from PIL import Image
 
 import benchmark
 import classify
+import embed
 import fewshot
 import pretraining
+import search
 import zeroshot
 from clip2point.datasets import ModelNet40Ply
 from clip2point.datasets.modelnet import read_ply_points
@@ -105,6 +108,26 @@ def main(args: argparse.Namespace) -> None:
     printed = step("classify.py on demo files", classify_files, summary)
     summary[-1] = (summary[-1][0], f"{len(printed.splitlines())} objects", summary[-1][2])
     print(f"$ python classify.py {' '.join(shlex.quote(a) for a in cl_argv)}\n{printed}", end="")
+
+    # embed.py on the demo's fixed points, then search.py for the files most like the chair
+    emb = os.path.join(out, "embeddings.npy")
+    for stale in (emb, emb[:-4] + ".json"):  # the last demo's, made with its own checkpoint
+        if os.path.exists(stale):
+            os.unlink(stale)
+    em_argv = [os.path.join(args.data_root, "ModelNet40_Ply"), "--out", emb, "--ckpt", ckpt,
+               "--clip", os.path.join(out, "tiny_clip.pt"), "--device", args.device]
+    step("embed.py on ModelNet40_Ply", lambda: embed.main(embed.get_args_parser().parse_args(em_argv)), summary)
+    summary[-1] = (summary[-1][0], "embeddings.npy", summary[-1][2])
+    se_argv = [emb, "--like", plys[1], "--k", "3", "--device", args.device]
+
+    def search_files() -> str:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            search.main(search.get_args_parser().parse_args(se_argv))
+        return printed.getvalue()
+    printed = step("search.py --like a chair", search_files, summary)
+    summary[-1] = (summary[-1][0], "top 3 printed", summary[-1][2])
+    print(f"$ python search.py {' '.join(shlex.quote(a) for a in se_argv)}\n{printed}", end="")
 
     # benchmark.py: a tiny plan, the three zero-shot methods on Objaverse-LVIS (one shape per category)
     bench_argv = ["--output_dir", os.path.join(out, "benchmark"), "--overwrite", "--ckpt", ckpt, "--data_root",
