@@ -14,19 +14,20 @@ from clip.model import build_model
 from PIL import Image
 
 import classify
+import clip2point
 import fewshot
 import pretraining
 import zeroshot
 from clip2point.models import CLIP2Point, DPA
 from clip2point.models.classifier import PointCloudClassifier
-from clip2point.models.views import encode_images
-from clip2point.render import RealisticProjection, Renderer, Selector
+from clip2point.models.views import encode_images, view_features
+from clip2point.render import RealisticProjection, Renderer, Selector, build_projection
 from tests.data_fixtures import synthetic_root
-from clip2point.utils.backbone import OPENAI_NAMES, PUBLISHED, RECORD_KEY, tower_backbone
+from clip2point.utils.backbone import OPENAI_NAMES, PUBLISHED, RECORD_KEY, input_settings, tower_backbone
 from clip2point.utils.checkpoint import PRETRAIN_KIND, add_prefix, load_state_dict_strict, read_state_dict, save_checkpoint
 from clip2point.utils.clip_loader import load_clip
 from clip2point.utils.errors import CheckpointError, ClipLoadError, ClipWeightsMissing, UsageError
-from clip2point.utils.prompts import encode_prompts
+from clip2point.utils.prompts import encode_prompts, encode_sentences
 from clip2point.utils.tiny_clip import TINY_OPEN_CLIP, write_tiny_clip_resnet, write_tiny_open_clip
 
 
@@ -245,3 +246,21 @@ def test_vit_only_features_are_refused_for_resnets_in_one_line(resnet_path, open
     zeroshot.main(parse(zeroshot, "--data_root", data, "--clip", open_clip_spec, "--quantize", "int8",
                         "--num_points", 256))
     assert "accuracy" in capsys.readouterr().out.lower()
+
+
+def test_the_package_api_takes_open_clip_and_resnet_towers(open_clip_spec, resnet_path):
+    """clip2point.load_model for other --clip forms: embeddings of the tower's width, equal to the
+    normalised sum of the tower's view features; text features from the tower's own tokenizer."""
+    points = _clouds(2, 300)
+    for spec in (open_clip_spec, resnet_path):
+        model = clip2point.load_model(clip=spec, device="cpu")
+        tower = load_clip(spec)
+        projection = build_projection("depth", 6, "native", **input_settings(tower.visual))
+        with torch.no_grad():
+            expected = F.normalize(view_features(projection, tower.visual.eval(), points, True).sum(1), dim=-1)
+        got = model.encode_clouds(points.numpy())
+        assert got.shape == (2, model.dim) == tuple(expected.shape)
+        np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(model.encode_text(["a chair"]), encode_sentences(tower, ["a chair"]).numpy(),
+                                   atol=1e-6)
+        assert model.settings["backbone"] == tower_backbone(tower.visual).record()
