@@ -52,6 +52,14 @@ def step(name: str, fn, summary: list, quiet: bool = True):
     return result
 
 
+def printed_by(script_main, args: argparse.Namespace) -> str:
+    """What an entry script's main(args) prints on stdout."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        script_main(args)
+    return printed.getvalue()
+
+
 def main(args: argparse.Namespace) -> None:
     out = args.out
     os.makedirs(out, exist_ok=True)
@@ -100,12 +108,8 @@ def main(args: argparse.Namespace) -> None:
                       "--clip", os.path.join(out, "tiny_clip.pt"), "--device", args.device, "--json", os.path.join(out, "classify.json"),
                       "--save_views", os.path.join(out, "classify_views")]
 
-    def classify_files() -> str:
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            classify.main(classify.get_args_parser().parse_args(cl_argv))
-        return printed.getvalue()
-    printed = step("classify.py on demo files", classify_files, summary)
+    printed = step("classify.py on demo files",
+                   lambda: printed_by(classify.main, classify.get_args_parser().parse_args(cl_argv)), summary)
     summary[-1] = (summary[-1][0], f"{len(printed.splitlines())} objects", summary[-1][2])
     print(f"$ python classify.py {' '.join(shlex.quote(a) for a in cl_argv)}\n{printed}", end="")
 
@@ -120,12 +124,8 @@ def main(args: argparse.Namespace) -> None:
     summary[-1] = (summary[-1][0], "embeddings.npy", summary[-1][2])
     se_argv = [emb, "--like", plys[1], "--k", "3", "--device", args.device]
 
-    def search_files() -> str:
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            search.main(search.get_args_parser().parse_args(se_argv))
-        return printed.getvalue()
-    printed = step("search.py --like a chair", search_files, summary)
+    printed = step("search.py --like a chair",
+                   lambda: printed_by(search.main, search.get_args_parser().parse_args(se_argv)), summary)
     summary[-1] = (summary[-1][0], "top 3 printed", summary[-1][2])
     print(f"$ python search.py {' '.join(shlex.quote(a) for a in se_argv)}\n{printed}", end="")
 
