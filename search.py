@@ -55,8 +55,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def load_query_model(args: argparse.Namespace, meta: dict, device: torch.device):
     """The model the rows were made with (the text tower only, for text queries), checked against the sidecar."""
-    ckpt = args.ckpt or meta.get("ckpt") if args.like else None
-    fewshot = args.fewshot_ckpt or meta.get("fewshot_ckpt") if args.like else None
+    ckpt = (args.ckpt or meta.get("ckpt")) if args.like else None
+    fewshot = (args.fewshot_ckpt or meta.get("fewshot_ckpt")) if args.like else None
     for flag, path, sha in (("--ckpt", ckpt, "ckpt_sha256"), ("--fewshot_ckpt", fewshot, "fewshot_ckpt_sha256")):
         if path and not os.path.isfile(path):
             raise UsageError(f"{flag} {path}: no such file; --like needs the checkpoint the rows were made with "
