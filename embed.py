@@ -16,14 +16,13 @@ import os
 import shutil
 import sys
 import time
-from collections import defaultdict
 from typing import List
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from clip2point.api import load_model
+from clip2point.api import load_model, size_batches
 from clip2point.datasets.prefetch import CloudReader
 from clip2point.datasets.readers import SUFFIXES, find_cloud_files
 from clip2point.models.classifier import UP_AXES, classifier_views
@@ -205,15 +204,10 @@ def main(args: argparse.Namespace) -> int:
 
 def embed_chunk(model, clouds: List[torch.Tensor], batch_size: int) -> np.ndarray:
     """Clouds (each (M_i, 3)) -> embeddings (len, D) float32 in order; clouds of one size are
-    batched together."""
+    batched together (`size_batches`)."""
     rows = np.empty((len(clouds), model.dim), dtype=np.float32)
-    by_size = defaultdict(list)
-    for i, cloud in enumerate(clouds):
-        by_size[len(cloud)].append(i)
-    for ids in by_size.values():
-        for start in range(0, len(ids), batch_size):
-            batch = ids[start:start + batch_size]
-            rows[batch] = model.embed_points(torch.stack([clouds[i] for i in batch])).numpy()
+    for group in size_batches(((None, cloud) for cloud in clouds), batch_size):
+        rows[[i for i, _, _ in group]] = model.embed_points(torch.stack([c for _, _, c in group])).numpy()
     return rows
 
 

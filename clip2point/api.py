@@ -7,10 +7,11 @@ point clouds, for every CLIP tower and checkpoint the scripts take (docs/api.md)
     (emb @ text.T)                                                # cosine similarities
     model.classify(["a.ply"], classes=["chair", "table"])         # classify.py's results
 """
+import functools
 import hashlib
 import os
 from collections import defaultdict
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -47,18 +48,26 @@ class PointCloudModel:
     """
 
     def __init__(self, clip_model: torch.nn.Module, classifier: PointCloudClassifier, *, num_points: int, seed: int,
-                 settings: Dict[str, Any]):
+                 options: Dict[str, Any]):
         self.clip_model, self.classifier = clip_model, classifier
-        self.num_points, self.seed, self.settings = num_points, seed, settings
+        self.num_points, self.seed, self.options = num_points, seed, options
+        self.dim = int(encode_sentences(clip_model, ["a"], classifier.device).shape[1])  # width D of the embeddings
 
     @property
     def device(self) -> torch.device:
         return self.classifier.device
 
-    @property
-    def dim(self) -> int:
-        """Width D of the embeddings."""
-        return int(self.settings["dim"])
+    @functools.cached_property
+    def settings(self) -> Dict[str, Any]:
+        """The options, the tower's backbone record, the checkpoints' SHA-256 (read on first use:
+        only embeddings files need them) and the width `dim`."""
+        ckpt, fewshot = self.options["ckpt"], self.options["fewshot_ckpt"]
+        return {"clip": self.options["clip"], "backbone": tower_backbone(self.clip_model.visual).record(),
+                "ckpt": ckpt, "ckpt_sha256": file_sha256(ckpt) if ckpt else None,
+                "fewshot_ckpt": fewshot, "fewshot_ckpt_sha256": file_sha256(fewshot) if fewshot else None,
+                **{key: self.options[key] for key in ("projection", "views", "up", "num_points", "seed",
+                                                      "view_weights")},
+                "dim": self.dim}
 
     def prepare(self, item: Cloud) -> Tuple[Optional[str], torch.Tensor]:
         """A file or points (N, 3) -> (file name or None, the normalised cloud (M, 3) float32) as
@@ -77,7 +86,7 @@ class PointCloudModel:
         embeddings (N, D) float32 in input order. A file that cannot be read raises DataError."""
         items = _as_list(clouds)
         out = np.empty((len(items), self.dim), dtype=np.float32)
-        for group in self._batches(items, batch_size):
+        for group in size_batches(self._prepared(items), batch_size):
             out[[i for i, _, _ in group]] = self.embed_points(torch.stack([c for _, _, c in group])).numpy()
         return out
 
@@ -99,7 +108,7 @@ class PointCloudModel:
         self.classifier.set_classes(self.clip_model, classes, template=template, sentences=sentences)
         items = _as_list(clouds)
         results: List[Optional[dict]] = [None] * len(items)
-        for group in self._batches(items, batch_size):
+        for group in size_batches(self._prepared(items), batch_size):
             scores = self.classifier(torch.stack([c for _, _, c in group]))
             for row, (i, source, cloud) in enumerate(group):
                 results[i] = {"file": source, "points": len(cloud),
@@ -120,21 +129,23 @@ class PointCloudModel:
         finally:
             reader.close()
 
-    def _batches(self, items: List[Cloud], batch_size: int) -> Iterator[List[Tuple[int, Optional[str], torch.Tensor]]]:
-        """Groups of (index, file, cloud) of one cloud size, `batch_size` each in input order (the
-        rest at the end), as classify.py batches them."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        pending: Dict[int, list] = defaultdict(list)
-        for i, (source, cloud) in enumerate(self._prepared(items)):
-            group = pending[len(cloud)]
-            group.append((i, source, cloud))
-            if len(group) == batch_size:
-                yield list(group)
-                group.clear()
-        for group in pending.values():
-            if group:
-                yield group
+
+def size_batches(clouds: Iterable[Tuple[Optional[str], torch.Tensor]],
+                 batch_size: int) -> Iterator[List[Tuple[int, Optional[str], torch.Tensor]]]:
+    """(file, cloud (M, 3)) pairs -> groups of (index, file, cloud) of one cloud size, each of
+    `batch_size` as it fills in input order, the rest at the end, as classify.py batches them."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pending: Dict[int, list] = defaultdict(list)
+    for i, (source, cloud) in enumerate(clouds):
+        group = pending[len(cloud)]
+        group.append((i, source, cloud))
+        if len(group) == batch_size:
+            yield list(group)
+            group.clear()
+    for group in pending.values():
+        if group:
+            yield group
 
 
 def _as_list(clouds: Union[Cloud, Sequence[Cloud]]) -> List[Cloud]:
@@ -168,10 +179,7 @@ def load_model(clip: str = DEFAULT_CLIP, ckpt: Optional[str] = None, device: Opt
     classifier = PointCloudClassifier(clip_model, None, views=views, up=up, ckpt=ckpt, fewshot_ckpt=fewshot_ckpt,
                                       backend=backend, projection=projection, view_weights=view_weights,
                                       amp=amp_dtype(amp, device, announce=False))
-    settings = {"clip": str(clip), "backbone": tower_backbone(clip_model.visual).record(),
-                "ckpt": ckpt, "ckpt_sha256": file_sha256(ckpt) if ckpt else None,
-                "fewshot_ckpt": fewshot_ckpt, "fewshot_ckpt_sha256": file_sha256(fewshot_ckpt) if fewshot_ckpt else None,
-                "projection": projection, "views": classifier.views, "up": up, "num_points": num_points, "seed": seed,
-                "view_weights": None if view_weights is None else [float(w) for w in view_weights],
-                "dim": int(encode_sentences(clip_model, ["a"], device).shape[1])}
-    return PointCloudModel(clip_model, classifier, num_points=num_points, seed=seed, settings=settings)
+    options = {"clip": str(clip), "ckpt": ckpt, "fewshot_ckpt": fewshot_ckpt, "projection": projection,
+               "views": classifier.views, "up": up, "num_points": num_points, "seed": seed,
+               "view_weights": None if view_weights is None else [float(w) for w in view_weights]}
+    return PointCloudModel(clip_model, classifier, num_points=num_points, seed=seed, options=options)
